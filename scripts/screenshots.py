@@ -1,0 +1,129 @@
+"""Screenshot every page of the web shell in the Debian Chromium, as each kind of user sees it.
+
+    make screenshots          # writes docs/screenshots/*.png
+
+Starts a demo server on a free port with a throw-away database, signs in as several demo users, and
+captures each page in Chinese (and the login page in English too).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+from tianfu.demo import DEMO_PASSWORD
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("TIANFU_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(var_dir: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = os.environ | {
+        "TIANFU_DEMO": "1",
+        "TIANFU_VAR_DIR": var_dir,
+        "TIANFU_PORT": str(port),
+        "TIANFU_DATABASE_URL": f"sqlite:///{var_dir}/tianfu.db",
+    }
+    tianfu = str(Path(sys.executable).parent / "tianfu")
+    subprocess.run([tianfu, "demo"], env=env, check=True, capture_output=True)
+    server = subprocess.Popen(
+        [tianfu, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1)  # noqa: S310 - our own local server
+            return server, base
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("server did not start")
+
+
+def sign_in(page: Page, base: str, username: str) -> None:
+    page.goto(base + "/login")
+    page.fill("#username", username)
+    page.fill("#password", DEMO_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def shoot(page: Page, base: str, path: str, name: str) -> None:
+    page.goto(base + path)
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(400)  # charts animate in
+    page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+    print(f"{name}.png  {path}")
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as var_dir:
+        server, base = start_server(var_dir)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                context = browser.new_context(viewport={"width": 1360, "height": 860}, locale="zh-CN")
+                page = context.new_page()
+                shoot(page, base, "/login", "login-zh")
+                sign_in(page, base, "nurse.wang")
+                shoot(page, base, "/", "home-nurse")
+                shoot(page, base, "/patients", "patients-nurse")
+                page.click("table.data tbody tr:first-child a")
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(OUT / "patient-detail.png"), full_page=True)
+                print("patient-detail.png")
+                context.close()
+
+                for username, pages in (
+                    ("admin", [("/admin/users", "users-admin"), ("/patients/new", "patient-register")]),
+                    ("auditor", [("/", "home-auditor"), ("/audit", "audit")]),
+                    ("patient.liu", [("/me/access-log", "access-log-patient")]),
+                    ("dr.zhang", [("/account", "account")]),
+                ):
+                    context = browser.new_context(viewport={"width": 1360, "height": 860}, locale="zh-CN")
+                    page = context.new_page()
+                    sign_in(page, base, username)
+                    for path, name in pages:
+                        shoot(page, base, path, name)
+                    context.close()
+
+                context = browser.new_context(viewport={"width": 1360, "height": 860})
+                context.add_cookies([{"name": "tianfu_lang", "value": "en", "url": base}])
+                page = context.new_page()
+                shoot(page, base, "/login", "login-en")
+                sign_in(page, base, "dr.chen")
+                shoot(page, base, "/patients", "patients-en")
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""In-process event bus: the embedded default, with the same delivery semantics as JetStream.
+
+Events are kept in memory (the last ``retain`` of them) for the life of the process; a new durable
+consumer receives the retained events that match, like JetStream's DeliverAll. Each consumer handles
+its events in order, retrying a failing one with back-off before moving on, which keeps per-key order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from tianfu.core.bus import Event, EventBus, Handler, Subscription, subject_matches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Consumer:
+    durable: str
+    subject_filter: str
+    handler: Handler
+    max_deliver: int
+    queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+class _InProcessSubscription(Subscription):
+    def __init__(self, bus: InProcessBus, consumer: _Consumer) -> None:
+        self._bus = bus
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        await self._bus._stop_consumer(self._consumer)
+
+
+class InProcessBus(EventBus):
+    def __init__(self, *, retain: int = 10_000, retry_delay_s: float = 0.05) -> None:
+        self._retained: deque[Event] = deque(maxlen=retain)
+        self._consumers: dict[str, _Consumer] = {}
+        self._retry_delay_s = retry_delay_s
+        self._closed = False
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        for consumer in list(self._consumers.values()):
+            await self._stop_consumer(consumer)
+
+    async def healthy(self) -> bool:
+        return not self._closed
+
+    async def publish_event(self, event: Event) -> None:
+        if self._closed:
+            raise RuntimeError("event bus is closed")
+        self._retained.append(event)
+        for consumer in self._consumers.values():
+            if subject_matches(consumer.subject_filter, event.subject):
+                consumer.queue.put_nowait(event)
+
+    async def subscribe(
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: Handler,
+        *,
+        max_deliver: int = 5,
+        ack_wait_s: float = 30.0,
+    ) -> Subscription:
+        if durable in self._consumers:
+            raise ValueError(f"durable consumer {durable!r} is already subscribed")
+        consumer = _Consumer(durable, subject_filter, handler, max_deliver)
+        for event in self._retained:
+            if subject_matches(subject_filter, event.subject):
+                consumer.queue.put_nowait(event)
+        self._consumers[durable] = consumer
+        consumer.task = asyncio.create_task(self._run(consumer), name=f"bus-consumer-{durable}")
+        return _InProcessSubscription(self, consumer)
+
+    async def _stop_consumer(self, consumer: _Consumer) -> None:
+        self._consumers.pop(consumer.durable, None)
+        if consumer.task is not None:
+            consumer.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer.task
+
+    async def _run(self, consumer: _Consumer) -> None:
+        while True:
+            event = await consumer.queue.get()
+            for delivery in range(1, consumer.max_deliver + 1):
+                try:
+                    await consumer.handler(replace(event, delivery=delivery))
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a failing handler must never stop the consumer
+                    log.warning(
+                        "consumer %s failed on %s (delivery %d): %s",
+                        consumer.durable,
+                        event.id,
+                        delivery,
+                        exc,
+                    )
+                    if delivery == consumer.max_deliver:
+                        await self._dead_letter(event, consumer.durable, f"{type(exc).__name__}: {exc}")
+                    else:
+                        await asyncio.sleep(self._retry_delay_s * delivery)

@@ -1,0 +1,96 @@
+"""How the clinical capabilities plug into the kernel.
+
+A capability is a package that exposes a :class:`TianfuModule` under the ``tianfu.modules`` entry-point
+group. The kernel mounts its routers and templates, registers its CLI group, imports its tables for
+migrations, and runs its bus consumers (in ``tianfu serve``, or in ``tianfu worker`` processes).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tianfu.core.i18n import N_
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from tianfu.core.bus import Event
+    from tianfu.core.kernel import Kernel
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable bus subscription a module runs; ``make_handler`` receives the running kernel."""
+
+    subject_filter: str
+    durable: str
+    make_handler: Callable[[Kernel], Callable[[Event], Awaitable[None]]]
+    max_deliver: int = 5
+
+
+@dataclass(frozen=True)
+class TianfuModule:
+    key: str  # monitoring, triage, imaging, consult, ai
+    home_path: str  # where its first page lives
+    api_router: APIRouter | None = None
+    page_router: APIRouter | None = None
+    fhir_router: APIRouter | None = None
+    templates_dir: Path | None = None
+    model_modules: Sequence[str] = ()  # dotted modules defining its tables
+    cli: Any = None  # a typer.Typer, registered as ``tianfu <key>``
+    consumers: Sequence[ConsumerSpec] = field(default_factory=tuple)
+    # Extra startup for listeners (MLLP, DICOM ...): async callables taking the kernel, returning a stopper.
+    services: Sequence[Callable[[Kernel], Awaitable[Callable[[], Awaitable[None]]]]] = field(
+        default_factory=tuple
+    )
+
+    def import_models(self) -> None:
+        for name in self.model_modules:
+            importlib.import_module(name)
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One of the five systems of the plan, shown on the home page whether installed yet or not."""
+
+    key: str
+    title: str  # English msgid; the page translates it
+    summary: str
+    icon: str
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability(
+        "monitoring",
+        N_("Vital-sign monitoring"),
+        N_("Central station, early warning scores and alarms"),
+        "heart",
+    ),
+    Capability(
+        "triage", N_("Guidance and triage"), N_("Symptom interview, department and urgency"), "compass"
+    ),
+    Capability(
+        "imaging", N_("Medical image recognition"), N_("DICOM studies, AI findings and worklist"), "scan"
+    ),
+    Capability("consult", N_("Remote consultation"), N_("Expert opinions between institutions"), "video"),
+    Capability(
+        "ai", N_("AI diagnosis platform"), N_("Model registry, local validation and field monitoring"), "chip"
+    ),
+)
+
+
+@lru_cache
+def installed_modules() -> tuple[TianfuModule, ...]:
+    found = []
+    for ep in sorted(entry_points(group="tianfu.modules"), key=lambda e: e.name):
+        module = ep.load()
+        if not isinstance(module, TianfuModule):
+            raise TypeError(f"entry point {ep.name} must be a TianfuModule, got {type(module).__name__}")
+        found.append(module)
+    return tuple(found)

@@ -1,0 +1,158 @@
+"""The audit trail is append-only and tamper-evident."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session
+
+from tianfu.core.audit.models import AuditChainHead, AuditPatientLink, AuditRecord
+from tianfu.core.audit.service import Actor, AuditLog, canonical_payload, chain_hash
+from tianfu.core.kernel import Kernel
+
+ACTOR = Actor(user_id="u1", username="nurse.wang", role="nurse", client_ip="10.0.0.7")
+
+
+def _append(kernel: Kernel, n: int, patient: str = "p-1") -> None:
+    with kernel.sessions() as session:
+        for i in range(n):
+            kernel.audit.record(
+                session,
+                actor=ACTOR,
+                action="patient.read",
+                action_type="R",
+                resource_type="Patient",
+                resource_id=patient,
+                patient_ids=[patient],
+                purpose="TREAT",
+                detail={"i": i},
+            )
+        session.commit()
+
+
+def _disable_guards(session: Session) -> None:
+    """What an attacker with database access would do first: switch the append-only triggers off."""
+    if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        session.execute(text("SET session_replication_role = replica"))
+    else:
+        for name in (
+            "audit_record_no_update",
+            "audit_record_no_delete",
+            "audit_patient_link_no_update",
+            "audit_patient_link_no_delete",
+        ):
+            session.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+
+
+def test_demo_database_chain_is_intact(kernel: Kernel, db: Session) -> None:
+    result = kernel.audit.verify(db)
+    assert result.ok, result.problems
+    assert result.checked > 10  # the demo seed created accounts, each audited
+
+
+def test_records_chain_to_each_other(kernel: Kernel, db: Session) -> None:
+    _append(kernel, 3)
+    rows = db.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(3)).all()
+    newest, middle, oldest = rows
+    assert newest.prev_hash == middle.hash
+    assert middle.prev_hash == oldest.hash
+    assert newest.seq == middle.seq + 1
+    head = db.get(AuditChainHead, 1)
+    assert head is not None
+    assert head.last_seq == newest.seq
+    assert head.last_hash == newest.hash
+    assert (
+        db.scalar(
+            select(func.count()).select_from(AuditPatientLink).where(AuditPatientLink.seq == newest.seq)
+        )
+        == 1
+    )
+
+
+def test_database_refuses_update_and_delete(kernel: Kernel, db: Session) -> None:
+    seq = db.scalar(select(func.max(AuditRecord.seq)))
+    with pytest.raises(DatabaseError, match="append-only"):
+        db.execute(update(AuditRecord).where(AuditRecord.seq == seq).values(actor_username="someone-else"))
+    db.rollback()
+    with pytest.raises(DatabaseError, match="append-only"):
+        db.execute(delete(AuditRecord).where(AuditRecord.seq == seq))
+    db.rollback()
+
+
+def test_editing_a_record_is_detected(kernel: Kernel, db: Session) -> None:
+    _append(kernel, 5)
+    _disable_guards(db)
+    target = db.scalar(select(func.max(AuditRecord.seq))) - 2
+    db.execute(update(AuditRecord).where(AuditRecord.seq == target).values(actor_username="innocent"))
+    db.commit()
+    result = kernel.audit.verify(db)
+    assert not result.ok
+    assert any(f"record {target}: content does not match" in p for p in result.problems)
+
+
+def test_deleting_a_middle_record_is_detected(kernel: Kernel, db: Session) -> None:
+    _append(kernel, 5)
+    _disable_guards(db)
+    target = db.scalar(select(func.max(AuditRecord.seq))) - 2
+    db.execute(delete(AuditPatientLink).where(AuditPatientLink.seq == target))
+    db.execute(delete(AuditRecord).where(AuditRecord.seq == target))
+    db.commit()
+    result = kernel.audit.verify(db)
+    assert not result.ok
+    assert any("missing" in p for p in result.problems)
+    assert any(f"record {target + 1}: link to the previous record is broken" in p for p in result.problems)
+
+
+def test_deleting_the_newest_records_is_detected(kernel: Kernel, db: Session) -> None:
+    _append(kernel, 3)
+    _disable_guards(db)
+    newest = db.scalar(select(func.max(AuditRecord.seq)))
+    db.execute(delete(AuditPatientLink).where(AuditPatientLink.seq == newest))
+    db.execute(delete(AuditRecord).where(AuditRecord.seq == newest))
+    db.commit()
+    result = kernel.audit.verify(db)
+    assert not result.ok
+    assert any("newest records were deleted" in p for p in result.problems)
+
+
+def test_rewriting_the_chain_without_the_key_is_detected(kernel: Kernel, db: Session) -> None:
+    """An attacker who edits a record and recomputes hashes with a guessed key still fails verification."""
+    _append(kernel, 2)
+    _disable_guards(db)
+    forger = AuditLog(b"guessed-key")
+    records = db.scalars(select(AuditRecord).order_by(AuditRecord.seq)).all()
+    prev = "0" * 64
+    for record in records:
+        record.prev_hash = prev
+        record.hash = chain_hash(b"guessed-key", prev, record)
+        prev = record.hash
+    head = db.get(AuditChainHead, 1)
+    assert head is not None
+    head.last_hash = prev
+    db.commit()
+    assert forger.verify(db).ok  # consistent under the forger's key ...
+    assert not kernel.audit.verify(db).ok  # ... but not under the platform's key
+
+
+def test_hiding_an_access_from_the_patient_index_is_detected(kernel: Kernel, db: Session) -> None:
+    _append(kernel, 1, patient="p-hidden")
+    _disable_guards(db)
+    db.execute(delete(AuditPatientLink).where(AuditPatientLink.patient_id == "p-hidden"))
+    db.commit()
+    result = kernel.audit.verify(db)
+    assert any("patient index does not match" in p for p in result.problems)
+
+
+def test_canonical_payload_is_stable_and_covers_every_field(kernel: Kernel, db: Session) -> None:
+    _append(kernel, 1)
+    record = db.scalars(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1)).one()
+    payload = canonical_payload(record)
+    assert payload == canonical_payload(record)
+    for field in ("nurse.wang", "10.0.0.7", "patient.read", "TREAT", '"i":0'):
+        assert field.encode() in payload
+
+
+def test_invalid_action_type_is_refused(kernel: Kernel, db: Session) -> None:
+    with pytest.raises(ValueError, match="action_type"):
+        kernel.audit.record(db, actor=ACTOR, action="x.y", action_type="Z")
