@@ -211,32 +211,40 @@ def client(kernel: Kernel, settings: Settings) -> Iterator[TestClient]:
 
 @dataclass
 class Demo:
+    """Looks up demo records by their human names. Each lookup ends its transaction at once: on SQLite
+    an open transaction holds the write lock, which would block the code under test."""
+
     session: Session
 
+    def _one(self, stmt: Any) -> Any:
+        row = self.session.scalars(stmt).one()
+        self.session.commit()
+        return row
+
     def user(self, username: str) -> User:
-        return self.session.scalars(select(User).where(User.username == username)).one()
+        user: User = self._one(select(User).where(User.username == username))
+        return user
 
     def patient(self, name: str) -> Patient:
-        return self.session.scalars(select(Patient).where(Patient.name == name)).one()
+        patient: Patient = self._one(select(Patient).where(Patient.name == name))
+        return patient
 
     def ward(self, code: str) -> Location:
-        return self.session.scalars(
-            select(Location).where(Location.code == code, Location.kind == "ward")
-        ).one()
+        ward: Location = self._one(select(Location).where(Location.code == code, Location.kind == "ward"))
+        return ward
 
     def bed(self, code: str) -> Location:
-        return self.session.scalars(
-            select(Location).where(Location.code == code, Location.kind == "bed")
-        ).one()
+        bed: Location = self._one(select(Location).where(Location.code == code, Location.kind == "bed"))
+        return bed
 
     def organization(self, code: str) -> Organization:
-        return self.session.scalars(select(Organization).where(Organization.code == code)).one()
+        organization: Organization = self._one(select(Organization).where(Organization.code == code))
+        return organization
 
 
 @pytest.fixture
-def demo(kernel: Kernel) -> Iterator[Demo]:
-    with kernel.sessions() as session:
-        yield Demo(session)
+def demo(db: Session) -> Demo:
+    return Demo(db)
 
 
 @pytest.fixture
@@ -272,3 +280,21 @@ def chromium(request: pytest.FixtureRequest) -> str:
     require_service(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM}")
     mark_used(request, "browser")
     return CHROMIUM
+
+
+def issue_token(session: Session, username: str) -> dict[str, str]:
+    """Bearer headers for a demo user without the cost of a password check (fast, for big matrices)."""
+    import secrets
+    from datetime import timedelta
+
+    from tianfu.core.db import utcnow
+    from tianfu.core.identity.models import AuthSession
+    from tianfu.core.identity.service import token_hash
+
+    user = session.scalars(select(User).where(User.username == username)).one()
+    token = secrets.token_urlsafe(24)
+    now = utcnow()
+    session.add(AuthSession(token_hash=token_hash(token), user_id=user.id, kind="api", csrf_token="-",
+                            created_at=now, last_seen_at=now, expires_at=now + timedelta(hours=1)))
+    session.commit()
+    return {"Authorization": f"Bearer {token}"}

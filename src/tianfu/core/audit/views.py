@@ -13,7 +13,7 @@ from tianfu.core.audit.models import AuditRecord
 from tianfu.core.audit.service import AuditLog
 from tianfu.core.http.deps import DbDep, KernelDep, require
 from tianfu.core.http.problems import PROBLEM_RESPONSES
-from tianfu.core.http.schemas import Page, ResponseModel
+from tianfu.core.http.schemas import IsoDateTime, Page, ResponseModel
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 
@@ -87,8 +87,8 @@ def search_events(
     action: Annotated[
         str | None, Query(max_length=64, description="Action prefix, e.g. user. or patient.read")
     ] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     failed: bool | None = None,
     purpose: Annotated[str | None, Query(max_length=20)] = None,
     limit: Limit = 100,

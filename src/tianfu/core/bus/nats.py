@@ -22,16 +22,30 @@ from nats.js.errors import NotFoundError
 from tianfu.core.bus import SUBJECT_ROOT, Event, EventBus, Handler, Subscription
 
 log = logging.getLogger(__name__)
+FETCH_WAIT_S = 0.5  # how long one pull waits for messages; also bounds how long stopping takes
 
 
 class _NatsSubscription(Subscription):
-    def __init__(self, task: asyncio.Task[None]) -> None:
-        self._task = task
+    """Stops between fetches, so that no pulled message is left unacknowledged until ack_wait."""
+
+    def __init__(self, bus: NatsJetStreamBus, psub: JetStreamContext.PullSubscription) -> None:
+        self.bus = bus
+        self.psub = psub
+        self.stopping = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self.stopping.set()
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), timeout=FETCH_WAIT_S * 4)
+            except TimeoutError:
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
+        with contextlib.suppress(Exception):
+            await self.psub.unsubscribe()
+        self.bus._subscriptions.discard(self)
 
 
 class NatsJetStreamBus(EventBus):
@@ -41,7 +55,7 @@ class NatsJetStreamBus(EventBus):
         self._subjects = subjects
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriptions: set[_NatsSubscription] = set()
 
     @property
     def js(self) -> JetStreamContext:
@@ -66,12 +80,10 @@ class NatsJetStreamBus(EventBus):
             await self._js.add_stream(config)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for subscription in list(self._subscriptions):
+            await subscription.stop()
         if self._nc is not None:
-            await self._nc.drain()
+            await self._nc.close()
             self._nc = None
             self._js = None
 
@@ -108,19 +120,19 @@ class NatsJetStreamBus(EventBus):
         psub = await self.js.pull_subscribe(
             subject_filter, durable=durable, stream=self._stream, config=config
         )
-        task = asyncio.create_task(
-            self._pull_loop(psub, durable, handler, max_deliver), name=f"nats-{durable}"
+        subscription = _NatsSubscription(self, psub)
+        subscription.task = asyncio.create_task(
+            self._pull_loop(subscription, durable, handler, max_deliver), name=f"nats-{durable}"
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return _NatsSubscription(task)
+        self._subscriptions.add(subscription)
+        return subscription
 
     async def _pull_loop(
-        self, psub: JetStreamContext.PullSubscription, durable: str, handler: Handler, max_deliver: int
+        self, subscription: _NatsSubscription, durable: str, handler: Handler, max_deliver: int
     ) -> None:
-        while True:
+        while not subscription.stopping.is_set():
             try:
-                messages = await psub.fetch(batch=64, timeout=1.0)
+                messages = await subscription.psub.fetch(batch=64, timeout=FETCH_WAIT_S)
             except NatsTimeoutError:
                 continue
             except asyncio.CancelledError:

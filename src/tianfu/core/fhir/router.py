@@ -6,7 +6,7 @@ Search follows FHIR's lenient handling: unknown parameters are ignored and left 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -109,6 +109,13 @@ def _reference_id(value: str | None, resource_type: str) -> str | None:
     return value.split("/", 1)[1] if value.startswith(f"{resource_type}/") else value
 
 
+def _fhir_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise Invalid(f"not a calendar date: {value}") from exc
+
+
 def _org_codes(session: Session) -> dict[str, str]:
     return dict(session.execute(select(Organization.id, Organization.code)).all())
 
@@ -191,13 +198,11 @@ def search_patient(
     count: Count = 50,
     offset: Offset = 0,
 ) -> FhirResponse:
-    from datetime import date
-
     query = service.PatientQuery(
         name=name,
         identifier=identifier.split("|", 1)[-1],
         gender=gender,
-        birth_date=date.fromisoformat(birthdate.removeprefix("eq")) if birthdate else None,
+        birth_date=_fhir_date(birthdate.removeprefix("eq")) if birthdate else None,
         ids=[_id] if _id else (),
         limit=count,
         offset=offset,

@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
 T = TypeVar("T")
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date_text(value: Any) -> Any:
+    # Pydantic's lax mode reads numbers as Unix timestamps ("0" becomes 1970-01-01); a birth date is text.
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return value
+
+
+def _iso_datetime_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value[:10]):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-11-27T08:00:00+08:00")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("the date-time needs a time zone, e.g. +08:00 or Z")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text), WithJsonSchema({"type": "string", "format": "date"})]
+IsoDateTime = Annotated[
+    datetime,
+    BeforeValidator(_iso_datetime_text),
+    AfterValidator(_aware),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class RequestModel(BaseModel):

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 from pydantic import Field
 
-from tianfu.core.http.schemas import RequestModel, ResponseModel
+from tianfu.core.http.schemas import IsoDate, RequestModel, ResponseModel
 from tianfu.core.security.permissions import ROLE_PERMISSIONS, Role
 
 RoleName = Role
@@ -61,7 +61,7 @@ class UserCreate(RequestModel):
     licence_number: str = Field("", max_length=64)
     professional_title: str = Field("", max_length=50)
     specialty: str = Field("", max_length=100)
-    practicing_since: date | None = None
+    practicing_since: IsoDate | None = None
     phone: str = Field("", max_length=40)
 
 
@@ -73,7 +73,7 @@ class UserUpdate(RequestModel):
     licence_number: str | None = Field(None, max_length=64)
     professional_title: str | None = Field(None, max_length=50)
     specialty: str | None = Field(None, max_length=100)
-    practicing_since: date | None = None
+    practicing_since: IsoDate | None = None
     phone: str | None = Field(None, max_length=40)
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tianfu.core.http.schemas import RequestModel, ResponseModel
+from tianfu.core.http.schemas import IsoDate, RequestModel, ResponseModel
 from tianfu.core.patients.models import Encounter, Location, Patient
 from tianfu.core.patients.service import current_encounter, mask_national_id
 
@@ -111,7 +111,7 @@ class PatientCreate(RequestModel):
     mrn: str | None = Field(None, max_length=64, description="病案号; assigned when omitted")
     family_name: str = Field("", max_length=50)
     given_name: str = Field("", max_length=50)
-    birth_date: date | None = None
+    birth_date: IsoDate | None = None
     national_id: str = Field("", max_length=18, description="居民身份证号 (18 characters)")
     phone: str = Field("", max_length=40)
     address: str = Field("", max_length=300)
@@ -122,7 +122,7 @@ class PatientUpdate(RequestModel):
     gender: Gender | None = None
     family_name: str | None = Field(None, max_length=50)
     given_name: str | None = Field(None, max_length=50)
-    birth_date: date | None = None
+    birth_date: IsoDate | None = None
     national_id: str | None = Field(None, max_length=18)
     phone: str | None = Field(None, max_length=40)
     address: str | None = Field(None, max_length=300)

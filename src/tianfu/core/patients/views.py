@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 from tianfu.core.errors import NotFound
 from tianfu.core.http.deps import DbDep, KernelDep, require
 from tianfu.core.http.problems import PROBLEM_RESPONSES
-from tianfu.core.http.schemas import Page
+from tianfu.core.http.schemas import IsoDate, Page
 from tianfu.core.identity.models import User
 from tianfu.core.patients import service
 from tianfu.core.patients.models import Location, Organization
@@ -51,7 +50,7 @@ def search_patients(
     ward_id: Annotated[str | None, Query(max_length=36)] = None,
     admitted: bool = False,
     gender: Annotated[str | None, Query(pattern="^(male|female|other|unknown)$")] = None,
-    birth_date: date | None = None,
+    birth_date: IsoDate | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[PatientOut]:

@@ -1,22 +1,25 @@
 """The care relationship: which patients a caller may see, and on what basis.
 
 Rules (all roles also see patients they hold an active care grant for, except auditors):
-- nurse: patients with an in-progress encounter in one of her wards;
-- physician: the same, plus patients whose in-progress encounter names him as attending;
-- radiologist: patients with an in-progress encounter at her institution (imaging serves every ward);
+- nurse: patients with a current encounter in one of her wards;
+- physician: the same, plus patients whose current encounter names him as attending;
+- radiologist: patients with a current encounter at her institution (imaging serves every ward);
 - consultant: only patients shared with him (a consultation or another grant);
 - admin (registration office): patients registered at, or with an encounter at, the institution;
 - patient: herself; auditor: nobody (audit records, not charts).
 Break-glass grants give time-limited emergency access with a stated reason, flagged for review.
+
+A "current" encounter is one in progress, or finished less than ``CARE_AFTER_DISCHARGE`` ago: the ward
+still writes the discharge summary and answers the patient's questions in the days after discharge.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tianfu.core.db import utcnow
 from tianfu.core.patients.models import CareGrant, Encounter, Patient
@@ -44,8 +47,18 @@ def _active_grant(principal: Principal, now: datetime, kind: str | None = None) 
     return exists().where(*clauses)
 
 
+CARE_AFTER_DISCHARGE = timedelta(hours=72)
+
+# An alias, so that the condition also works inside queries that select from Encounter themselves.
+_stay = aliased(Encounter)
+
+
 def _active_encounter(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-    return exists().where(Encounter.patient_id == Patient.id, Encounter.status == "in-progress", *conditions)
+    current = or_(
+        _stay.status == "in-progress",
+        and_(_stay.status == "finished", _stay.period_end > utcnow() - CARE_AFTER_DISCHARGE),
+    )
+    return exists().where(_stay.patient_id == Patient.id, current, *conditions)
 
 
 def _relationship_clauses(principal: Principal) -> dict[str, ColumnElement[bool]]:
@@ -53,21 +66,19 @@ def _relationship_clauses(principal: Principal) -> dict[str, ColumnElement[bool]
     role = principal.role
     wards = list(principal.ward_ids)
     if role == Role.NURSE:
-        return {"ward": _active_encounter(Encounter.ward_id.in_(wards))} if wards else {}
+        return {"ward": _active_encounter(_stay.ward_id.in_(wards))} if wards else {}
     if role == Role.PHYSICIAN:
-        clauses = {"attending": _active_encounter(Encounter.attending_id == principal.user_id)}
+        clauses = {"attending": _active_encounter(_stay.attending_id == principal.user_id)}
         if wards:
-            clauses["ward"] = _active_encounter(Encounter.ward_id.in_(wards))
+            clauses["ward"] = _active_encounter(_stay.ward_id.in_(wards))
         return clauses
     if role == Role.RADIOLOGIST and principal.organization_id:
-        return {"institution": _active_encounter(Encounter.organization_id == principal.organization_id)}
+        return {"institution": _active_encounter(_stay.organization_id == principal.organization_id)}
     if role == Role.ADMIN and principal.organization_id:
         return {
             "registration": or_(
                 Patient.managing_organization_id == principal.organization_id,
-                exists().where(
-                    Encounter.patient_id == Patient.id, Encounter.organization_id == principal.organization_id
-                ),
+                exists().where(_stay.patient_id == Patient.id, _stay.organization_id == principal.organization_id),
             )
         }
     if role == Role.PATIENT and principal.patient_id:

@@ -1,0 +1,77 @@
+"""Every route × every role (and no login at all): allowed, or refused with 401/403 — never a 500.
+
+A role without the route's permission must get 403; a role with it must not be refused for its role
+(it may still get 403 for a patient outside its care). Path parameters point at real demo records, so
+handlers actually run.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from tianfu.app import create_app
+from tianfu.core.deadletter import service as deadletters
+from tianfu.core.http.deps import PUBLIC, Requirement
+from tianfu.core.kernel import Kernel
+from tianfu.core.model_outputs import service as outputs
+from tianfu.core.patients.models import Encounter
+from tianfu.core.security.permissions import has_permission
+from tianfu.core.settings import Settings
+from tests.conftest import TEST_SECRET, Demo, issue_token
+from tests.core.test_access import principal
+from tests.core.test_route_rules import api_routes, rules
+
+ROLES = {"nurse": "nurse.wang", "physician": "dr.zhang", "radiologist": "rad.liu", "consultant": "consult.zhao",
+         "admin": "admin", "auditor": "auditor", "patient": "patient.liu"}
+
+
+def _all_routes() -> list[tuple[str, str]]:
+    settings = Settings(demo=False, secret_key=TEST_SECRET, database_url="sqlite://")
+    app = create_app(settings)
+    return [(method, route.path) for method, route in api_routes(app)]
+
+
+ROUTES = _all_routes()
+
+
+def _path_values(kernel: Kernel, db: Session, demo: Demo) -> dict[str, str]:
+    patient = demo.patient("刘芳")
+    encounter = next(e for e in db.query(Encounter).filter(Encounter.patient_id == patient.id))
+    output = outputs.record_output(db, kernel.audit, actor=principal(db, "dr.zhang").actor, module="test", task="t",
+                                   model_name="m", model_version="1", input_ref="r", output={}, patient_id=patient.id)
+    dead = deadletters.store(db, source="test", reason="bad", payload=b"MSH|broken")
+    db.commit()
+    return {"patient_id": patient.id, "encounter_id": encounter.id, "user_id": demo.user("nurse.li").id,
+            "organization_id": demo.organization("TFRM").id, "location_id": demo.ward("CARD1").id,
+            "output_id": output.id, "dead_letter_id": dead.id, "seq": "1", "code": "en"}
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+def test_route_for_every_role(method: str, path: str, kernel: Kernel, settings: Settings, db: Session,
+                              demo: Demo) -> None:
+    app = create_app(settings, kernel=kernel)
+    route = next(r for m, r in api_routes(app) if r.path == path and m == method)
+    found = rules(route.dependant)
+    requirement = next((r for r in found if isinstance(r, Requirement)), None)
+    url = path.format(**_path_values(kernel, db, demo))
+    body = {"json": {}} if method in {"POST", "PATCH", "PUT"} else {}
+    with TestClient(app, follow_redirects=False) as client:
+        anonymous = client.request(method, url, **body)
+        assert anonymous.status_code != 500, anonymous.text
+        if PUBLIC not in found:
+            assert anonymous.status_code == 401, (method, path, anonymous.status_code)
+        for role, username in ROLES.items():
+            headers = issue_token(db, username)
+            response = client.request(method, url, headers=headers, **body)
+            assert response.status_code != 500, (role, response.text)
+            if requirement is None:
+                continue
+            allowed = all(has_permission(role, p) for p in requirement.permissions)
+            if not allowed:
+                assert response.status_code == 403, (role, response.status_code, response.text)
+            else:
+                assert response.status_code != 401, (role, response.text)
+                if response.status_code == 403:
+                    assert "your role" not in response.text, (role, response.text)

@@ -1,0 +1,189 @@
+"""Both event-bus implementations keep the same contract: at-least-once, durable, dead-lettered.
+
+The same tests run against the in-process bus and against NATS JetStream (on a throw-away stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tianfu.core.bus import Event, EventBus, subject_matches, validate_subject
+from tianfu.core.bus.memory import InProcessBus
+from tianfu.core.bus.nats import NatsJetStreamBus
+
+
+@pytest.fixture(params=["memory", "nats"])
+def bus_factory(request: pytest.FixtureRequest) -> Callable[[], EventBus]:
+    if request.param == "memory":
+        return lambda: InProcessBus(retry_delay_s=0.01)
+    url = request.getfixturevalue("nats_url")
+    stream = f"TEST_{uuid.uuid4().hex[:10].upper()}"
+    subjects = f"tianfu.{stream.lower()}.>"
+    return lambda: NatsJetStreamBus(url, stream=stream, subjects=subjects)
+
+
+@pytest.fixture
+async def bus(bus_factory: Callable[[], EventBus]) -> AsyncIterator[EventBus]:
+    bus = bus_factory()
+    await bus.start()
+    yield bus
+    if isinstance(bus, NatsJetStreamBus):
+        await bus.delete_stream()
+    await bus.close()
+
+
+def _subject(bus: EventBus, event: str) -> str:
+    if isinstance(bus, NatsJetStreamBus):
+        return f"tianfu.{bus._stream.lower()}.{event}"
+    return f"tianfu.test.{event}"
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_publish_then_durable_subscriber_receives_in_order(bus: EventBus) -> None:
+    subject = _subject(bus, "observation.bed1")
+    for i in range(5):
+        await bus.publish(subject, {"i": i})
+    seen: list[int] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event.data["i"])
+
+    subscription = await bus.subscribe(_subject(bus, ">"), "reader", handler)
+    await _wait_for(lambda: len(seen) == 5)
+    assert seen == [0, 1, 2, 3, 4]
+    await subscription.stop()
+
+
+async def test_failing_handler_gets_the_event_again(bus: EventBus) -> None:
+    deliveries: list[int] = []
+
+    async def flaky(event: Event) -> None:
+        deliveries.append(event.delivery)
+        if event.delivery < 3:
+            raise RuntimeError("database briefly unavailable")
+
+    subscription = await bus.subscribe(_subject(bus, "*"), "flaky", flaky, max_deliver=5)
+    await bus.publish(_subject(bus, "thing"), {"x": 1})
+    await _wait_for(lambda: deliveries[-1:] == [3])
+    assert deliveries == [1, 2, 3]
+    await subscription.stop()
+
+
+async def test_poison_event_goes_to_the_dead_letter_sink(bus: EventBus) -> None:
+    dead: list[tuple[str, str, str]] = []
+
+    async def sink(event: Event, consumer: str, error: str) -> None:
+        dead.append((event.data["id"], consumer, error))
+
+    bus.dead_letter_sink = sink
+    processed: list[str] = []
+
+    async def handler(event: Event) -> None:
+        if event.data["id"] == "bad":
+            raise ValueError("cannot parse")
+        processed.append(event.data["id"])
+
+    subscription = await bus.subscribe(_subject(bus, "*"), "strict", handler, max_deliver=2)
+    await bus.publish(_subject(bus, "thing"), {"id": "bad"})
+    await bus.publish(_subject(bus, "thing"), {"id": "good"})
+    await _wait_for(lambda: processed == ["good"] and len(dead) == 1)
+    assert dead == [("bad", "strict", "ValueError: cannot parse")]
+    await subscription.stop()
+
+
+async def test_two_durable_consumers_each_get_every_event(bus: EventBus) -> None:
+    a: list[str] = []
+    b: list[str] = []
+
+    async def to_a(event: Event) -> None:
+        a.append(event.id)
+
+    async def to_b(event: Event) -> None:
+        b.append(event.id)
+
+    sub_a = await bus.subscribe(_subject(bus, ">"), "alarms", to_a)
+    sub_b = await bus.subscribe(_subject(bus, ">"), "scores", to_b)
+    published = [(await bus.publish(_subject(bus, "x"), {})).id for _ in range(3)]
+    await _wait_for(lambda: len(a) == 3 and len(b) == 3)
+    assert a == published
+    assert b == published
+    await sub_a.stop()
+    await sub_b.stop()
+
+
+async def test_event_round_trips_through_bytes() -> None:
+    event = Event(subject="tianfu.x.y", data={"名字": "王丽", "n": 1})
+    again = Event.from_bytes(event.to_bytes(), delivery=2)
+    assert (again.id, again.subject, again.data, again.occurred_at, again.delivery) == (
+        event.id, event.subject, event.data, event.occurred_at, 2)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("tianfu.>", "tianfu.a.b", True),
+        ("tianfu.*.b", "tianfu.a.b", True),
+        ("tianfu.*", "tianfu.a.b", False),
+        ("tianfu.a.b", "tianfu.a.b", True),
+        ("tianfu.a.b", "tianfu.a.c", False),
+        ("tianfu.a.>", "tianfu.a", False),
+    ],
+)
+def test_subject_wildcards(pattern: str, subject: str, matches: bool) -> None:
+    assert subject_matches(pattern, subject) is matches
+
+
+@pytest.mark.parametrize("subject", ["other.a.b", "tianfu.a", "tianfu.a.*", "tianfu..b", "tianfu.a b.c"])
+def test_invalid_subjects_are_refused(subject: str) -> None:
+    with pytest.raises(ValueError, match="subject"):
+        validate_subject(subject)
+
+
+async def test_nats_durable_consumer_resumes_where_it_left_off(nats_url: str) -> None:
+    """A worker that restarts (new connection, same durable name) gets only what it has not acknowledged."""
+    stream = f"TEST_{uuid.uuid4().hex[:10].upper()}"
+    subjects = f"tianfu.{stream.lower()}.>"
+    subject = f"tianfu.{stream.lower()}.vitals"
+    first = NatsJetStreamBus(nats_url, stream=stream, subjects=subjects)
+    await first.start()
+    try:
+        seen: list[int] = []
+
+        async def handler(event: Event) -> None:
+            seen.append(event.data["n"])
+
+        subscription = await first.subscribe(subjects, "worker", handler)
+        await first.publish(subject, {"n": 1})
+        await _wait_for(lambda: seen == [1])
+        await subscription.stop()
+        await first.publish(subject, {"n": 2})
+        await first.publish(subject, {"n": 2}, event_id="fixed-id")
+        await first.publish(subject, {"n": 2}, event_id="fixed-id")  # a retried publish: stored once
+
+        second = NatsJetStreamBus(nats_url, stream=stream, subjects=subjects)
+        await second.start()
+        resumed: list[int] = []
+
+        async def handler2(event: Event) -> None:
+            resumed.append(event.data["n"])
+
+        subscription2 = await second.subscribe(subjects, "worker", handler2)
+        await _wait_for(lambda: len(resumed) == 2)
+        await asyncio.sleep(0.3)
+        assert resumed == [2, 2]
+        await subscription2.stop()
+        await second.close()
+    finally:
+        await first.delete_stream()
+        await first.close()
