@@ -294,7 +294,16 @@ def issue_token(session: Session, username: str) -> dict[str, str]:
     user = session.scalars(select(User).where(User.username == username)).one()
     token = secrets.token_urlsafe(24)
     now = utcnow()
-    session.add(AuthSession(token_hash=token_hash(token), user_id=user.id, kind="api", csrf_token="-",
-                            created_at=now, last_seen_at=now, expires_at=now + timedelta(hours=1)))
+    session.add(
+        AuthSession(
+            token_hash=token_hash(token),
+            user_id=user.id,
+            kind="api",
+            csrf_token="-",
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + timedelta(hours=1),
+        )
+    )
     session.commit()
     return {"Authorization": f"Bearer {token}"}

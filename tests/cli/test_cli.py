@@ -9,17 +9,21 @@ import pytest
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
+from tests.conftest import TEST_SECRET
 from tianfu.cli import app
 from tianfu.core.identity.models import User
 from tianfu.core.kernel import Kernel
-from tests.conftest import TEST_SECRET
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path) -> dict[str, str]:
-    values = {"TIANFU_SECRET_KEY": TEST_SECRET, "TIANFU_DATABASE_URL": database_url, "TIANFU_VAR_DIR": str(tmp_path)}
+    values = {
+        "TIANFU_SECRET_KEY": TEST_SECRET,
+        "TIANFU_DATABASE_URL": database_url,
+        "TIANFU_VAR_DIR": str(tmp_path),
+    }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values
@@ -66,19 +70,41 @@ def test_db_upgrade_and_current(env: dict[str, str]) -> None:
 
 
 def test_user_add_with_password_on_stdin(env: dict[str, str], kernel: Kernel) -> None:
-    result = runner.invoke(app, ["user", "add", "--username", "nurse.sun", "--role", "nurse", "--org", "TFRM",
-                                 "--ward", "ICU", "--display-name", "孙护士", "--password-stdin"],
-                           input="Night-shift-2026\n")
+    result = runner.invoke(
+        app,
+        [
+            "user",
+            "add",
+            "--username",
+            "nurse.sun",
+            "--role",
+            "nurse",
+            "--org",
+            "TFRM",
+            "--ward",
+            "ICU",
+            "--display-name",
+            "孙护士",
+            "--password-stdin",
+        ],
+        input="Night-shift-2026\n",
+    )
     assert result.exit_code == 0, result.output
     with kernel.sessions() as session:
         user = session.scalars(select(User).where(User.username == "nurse.sun")).one()
         assert [w.code for w in user.wards] == ["ICU"]
-    weak = runner.invoke(app, ["user", "add", "--username", "nurse.weak", "--role", "nurse", "--org", "TFRM",
-                               "--password-stdin"], input="123\n")
+    weak = runner.invoke(
+        app,
+        ["user", "add", "--username", "nurse.weak", "--role", "nurse", "--org", "TFRM", "--password-stdin"],
+        input="123\n",
+    )
     assert weak.exit_code == 1
     assert "at least" in weak.output
-    ambiguous = runner.invoke(app, ["user", "add", "--username", "x.y", "--role", "nurse", "--password-stdin"],
-                              input="Night-shift-2026\n")
+    ambiguous = runner.invoke(
+        app,
+        ["user", "add", "--username", "x.y", "--role", "nurse", "--password-stdin"],
+        input="Night-shift-2026\n",
+    )
     assert "--org" in ambiguous.output
 
 

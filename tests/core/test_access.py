@@ -8,16 +8,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.conftest import Demo
 from tianfu.core.db import utcnow
-from tianfu.core.identity.models import User
+from tianfu.core.identity.models import AuthSession, User
 from tianfu.core.identity.service import principal_for
-from tianfu.core.identity.models import AuthSession
-from tianfu.core.kernel import Kernel
 from tianfu.core.patients.models import CareGrant, Patient
 from tianfu.core.security import access
 from tianfu.core.security.permissions import ROLE_PERMISSIONS, Permission, Role, has_permission
 from tianfu.core.security.principal import Principal
-from tests.conftest import Demo
 
 CARDIOLOGY = {"李建国", "王秀英", "刘芳", "张德明"}
 RESPIRATORY = {"陈淑华", "杨志强"}
@@ -85,7 +83,9 @@ def test_access_lasts_a_few_days_after_discharge(db: Session, demo: Demo) -> Non
 
     nurse = principal(db, "nurse.wang")
     patient = demo.patient("张德明")
-    stay = db.scalars(select(Encounter).where(Encounter.patient_id == patient.id, Encounter.status == "in-progress")).one()
+    stay = db.scalars(
+        select(Encounter).where(Encounter.patient_id == patient.id, Encounter.status == "in-progress")
+    ).one()
     stay.status = "finished"
     stay.period_end = utcnow() - timedelta(hours=1)
     db.commit()
@@ -96,13 +96,22 @@ def test_access_lasts_a_few_days_after_discharge(db: Session, demo: Demo) -> Non
     assert not access.decide(db, nurse, patient.id).allowed
 
 
-@pytest.mark.parametrize(("kind", "basis", "purpose"), [("consultation", "grant:consultation", "TREAT"),
-                                                         ("break_glass", "grant:break_glass", "ETREAT")])
-def test_grants_open_one_patient_until_they_expire(db: Session, demo: Demo, kind: str, basis: str, purpose: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "basis", "purpose"),
+    [("consultation", "grant:consultation", "TREAT"), ("break_glass", "grant:break_glass", "ETREAT")],
+)
+def test_grants_open_one_patient_until_they_expire(
+    db: Session, demo: Demo, kind: str, basis: str, purpose: str
+) -> None:
     consultant = principal(db, "consult.zhao")
     patient = demo.patient("王秀英")
-    grant = CareGrant(user_id=consultant.user_id, patient_id=patient.id, kind=kind, reason="会诊",
-                      expires_at=utcnow() + timedelta(hours=1))
+    grant = CareGrant(
+        user_id=consultant.user_id,
+        patient_id=patient.id,
+        kind=kind,
+        reason="会诊",
+        expires_at=utcnow() + timedelta(hours=1),
+    )
     db.add(grant)
     db.commit()
     assert visible(db, consultant) == {"王秀英"}

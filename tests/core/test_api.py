@@ -8,12 +8,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.conftest import Demo
+from tests.core.test_access import principal
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.kernel import Kernel
 from tianfu.core.model_outputs import service as outputs
 from tianfu.demo import DEMO_PASSWORD
-from tests.conftest import Demo
-from tests.core.test_access import principal
 
 Login = Callable[[str], dict[str, str]]
 
@@ -32,7 +32,9 @@ def test_token_login_and_me(client: TestClient) -> None:
 
 
 def test_wrong_password_is_401_problem(client: TestClient) -> None:
-    response = client.post("/api/v1/auth/token", json={"username": "nurse.wang", "password": "nope-nope-nope"})
+    response = client.post(
+        "/api/v1/auth/token", json={"username": "nurse.wang", "password": "nope-nope-nope"}
+    )
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"] == "urn:tianfu:problem:unauthorized"
@@ -41,10 +43,20 @@ def test_wrong_password_is_401_problem(client: TestClient) -> None:
 
 def test_lockout_is_423(client: TestClient, kernel: Kernel) -> None:
     for _ in range(kernel.settings.lockout_threshold - 1):
-        assert client.post("/api/v1/auth/token", json={"username": "nurse.li", "password": "bad-password"}).status_code == 401
+        assert (
+            client.post(
+                "/api/v1/auth/token", json={"username": "nurse.li", "password": "bad-password"}
+            ).status_code
+            == 401
+        )
     locked = client.post("/api/v1/auth/token", json={"username": "nurse.li", "password": "bad-password"})
     assert locked.status_code == 423
-    assert client.post("/api/v1/auth/token", json={"username": "nurse.li", "password": DEMO_PASSWORD}).status_code == 423
+    assert (
+        client.post(
+            "/api/v1/auth/token", json={"username": "nurse.li", "password": DEMO_PASSWORD}
+        ).status_code
+        == 423
+    )
 
 
 def test_logout_revokes_the_token(client: TestClient, token_for: Login) -> None:
@@ -59,7 +71,9 @@ def test_no_token_is_401(client: TestClient) -> None:
     assert response.json()["status"] == 401
 
 
-def test_nurse_lists_her_ward_and_cannot_open_another(client: TestClient, token_for: Login, demo: Demo) -> None:
+def test_nurse_lists_her_ward_and_cannot_open_another(
+    client: TestClient, token_for: Login, demo: Demo
+) -> None:
     headers = token_for("nurse.wang")
     listing = client.get("/api/v1/patients", headers=headers).json()
     assert {p["name"] for p in listing["items"]} == {"李建国", "王秀英", "刘芳", "张德明"}
@@ -74,31 +88,51 @@ def test_search_filters(client: TestClient, token_for: Login, demo: Demo) -> Non
     headers = token_for("dr.chen")
     by_name = client.get("/api/v1/patients", params={"q": "杨"}, headers=headers).json()
     assert [p["name"] for p in by_name["items"]] == ["杨志强"]
-    by_ward = client.get("/api/v1/patients", params={"ward_id": demo.ward("EDOBS").id}, headers=headers).json()
+    by_ward = client.get(
+        "/api/v1/patients", params={"ward_id": demo.ward("EDOBS").id}, headers=headers
+    ).json()
     assert [p["name"] for p in by_ward["items"]] == ["周子涵"]
     paged = client.get("/api/v1/patients", params={"limit": 1, "offset": 1}, headers=headers).json()
     assert (paged["total"], len(paged["items"]), paged["offset"]) == (3, 1, 1)
 
 
-def test_register_admit_transfer_discharge_over_the_api(client: TestClient, token_for: Login, demo: Demo) -> None:
+def test_register_admit_transfer_discharge_over_the_api(
+    client: TestClient, token_for: Login, demo: Demo
+) -> None:
     doctor = token_for("dr.zhang")
-    created = client.post("/api/v1/patients", headers=doctor, json={
-        "name": "郑小云", "gender": "female", "birth_date": "1975-05-05", "phone": "13912345678"})
+    created = client.post(
+        "/api/v1/patients",
+        headers=doctor,
+        json={"name": "郑小云", "gender": "female", "birth_date": "1975-05-05", "phone": "13912345678"},
+    )
     assert created.status_code == 201, created.text
     patient_id = created.json()["id"]
-    admitted = client.post(f"/api/v1/patients/{patient_id}/encounters", headers=doctor, json={
-        "ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-11").id, "attending_id": demo.user("dr.zhang").id,
-        "reason": "胸闷"})
+    admitted = client.post(
+        f"/api/v1/patients/{patient_id}/encounters",
+        headers=doctor,
+        json={
+            "ward_id": demo.ward("CARD1").id,
+            "bed_id": demo.bed("CARD1-11").id,
+            "attending_id": demo.user("dr.zhang").id,
+            "reason": "胸闷",
+        },
+    )
     assert admitted.status_code == 201, admitted.text
     encounter = admitted.json()
     assert encounter["bed"]["code"] == "CARD1-11"
     nurse = token_for("nurse.wang")
     assert client.get(f"/api/v1/patients/{patient_id}", headers=nurse).status_code == 200
-    moved = client.post(f"/api/v1/encounters/{encounter['id']}/transfer", headers=nurse, json={
-        "ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-12").id})
+    moved = client.post(
+        f"/api/v1/encounters/{encounter['id']}/transfer",
+        headers=nurse,
+        json={"ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-12").id},
+    )
     assert moved.status_code == 200, moved.text
-    occupied = client.post(f"/api/v1/patients/{demo.patient('吴海燕').id}/encounters", headers=doctor, json={
-        "ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-12").id})
+    occupied = client.post(
+        f"/api/v1/patients/{demo.patient('吴海燕').id}/encounters",
+        headers=doctor,
+        json={"ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-12").id},
+    )
     assert occupied.status_code == 409
     done = client.post(f"/api/v1/encounters/{encounter['id']}/discharge", headers=nurse)
     assert done.status_code == 200
@@ -109,7 +143,9 @@ def test_register_admit_transfer_discharge_over_the_api(client: TestClient, toke
 
 def test_patient_correction_is_audited(client: TestClient, token_for: Login, demo: Demo, db: Session) -> None:
     patient_id = demo.patient("吴海燕").id
-    response = client.patch(f"/api/v1/patients/{patient_id}", headers=token_for("admin"), json={"address": "成都市武侯区"})
+    response = client.patch(
+        f"/api/v1/patients/{patient_id}", headers=token_for("admin"), json={"address": "成都市武侯区"}
+    )
     assert response.status_code == 200
     assert response.json()["address"] == "成都市武侯区"
     record = db.scalars(select(AuditRecord).where(AuditRecord.action == "patient.update")).one()
@@ -117,7 +153,9 @@ def test_patient_correction_is_audited(client: TestClient, token_for: Login, dem
     assert record.patient_ids == [patient_id]
 
 
-def test_every_patient_read_is_audited_with_its_basis(client: TestClient, token_for: Login, demo: Demo, db: Session) -> None:
+def test_every_patient_read_is_audited_with_its_basis(
+    client: TestClient, token_for: Login, demo: Demo, db: Session
+) -> None:
     patient_id = demo.patient("刘芳").id
     client.get(f"/api/v1/patients/{patient_id}", headers=token_for("nurse.wang"))
     record = db.scalars(select(AuditRecord).where(AuditRecord.action == "patient.read")).one()
@@ -130,51 +168,89 @@ def test_break_glass_over_the_api(client: TestClient, token_for: Login, demo: De
     assert client.get(f"/api/v1/patients/{patient_id}", headers=headers).status_code == 403
     short = client.post(f"/api/v1/patients/{patient_id}/break-glass", headers=headers, json={"reason": "急"})
     assert short.status_code == 422
-    granted = client.post(f"/api/v1/patients/{patient_id}/break-glass", headers=headers,
-                          json={"reason": "患者呼吸骤停，需立即查看既往史"})
+    granted = client.post(
+        f"/api/v1/patients/{patient_id}/break-glass",
+        headers=headers,
+        json={"reason": "患者呼吸骤停，需立即查看既往史"},
+    )
     assert granted.status_code == 201
     assert client.get(f"/api/v1/patients/{patient_id}", headers=headers).status_code == 200
 
 
 def test_admin_manages_users_of_her_institution(client: TestClient, token_for: Login, demo: Demo) -> None:
     admin = token_for("admin")
-    created = client.post("/api/v1/users", headers=admin, json={
-        "username": "nurse.new", "display_name": "新护士", "role": "nurse", "password": "Welcome-2026-ward",
-        "ward_ids": [demo.ward("ICU").id]})
+    created = client.post(
+        "/api/v1/users",
+        headers=admin,
+        json={
+            "username": "nurse.new",
+            "display_name": "新护士",
+            "role": "nurse",
+            "password": "Welcome-2026-ward",
+            "ward_ids": [demo.ward("ICU").id],
+        },
+    )
     assert created.status_code == 201, created.text
     user_id = created.json()["id"]
     assert created.json()["ward_ids"] == [demo.ward("ICU").id]
-    weak = client.post("/api/v1/users", headers=admin, json={
-        "username": "nurse.weak", "display_name": "x", "role": "nurse", "password": "password123"})
+    weak = client.post(
+        "/api/v1/users",
+        headers=admin,
+        json={"username": "nurse.weak", "display_name": "x", "role": "nurse", "password": "password123"},
+    )
     assert weak.status_code == 422
     changed = client.patch(f"/api/v1/users/{user_id}", headers=admin, json={"role": "physician"})
     assert changed.json()["role"] == "physician"
-    assert client.patch(f"/api/v1/users/{demo.user('admin').id}", headers=admin, json={"role": "nurse"}).status_code == 422
+    assert (
+        client.patch(
+            f"/api/v1/users/{demo.user('admin').id}", headers=admin, json={"role": "nurse"}
+        ).status_code
+        == 422
+    )
     foreign = demo.user("dr.huang").id
     assert client.get(f"/api/v1/users/{foreign}", headers=admin).status_code == 403
     listing = client.get("/api/v1/users", headers=admin).json()
     assert "dr.huang" not in {u["username"] for u in listing}
-    assert client.post("/api/v1/users", headers=token_for("nurse.wang"), json={
-        "username": "x.y", "display_name": "x", "role": "admin", "password": "Welcome-2026-ward"}).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/users",
+            headers=token_for("nurse.wang"),
+            json={"username": "x.y", "display_name": "x", "role": "admin", "password": "Welcome-2026-ward"},
+        ).status_code
+        == 403
+    )
 
 
 def test_reset_and_change_password(client: TestClient, token_for: Login, demo: Demo) -> None:
     user_id = demo.user("nurse.li").id
     nurse = token_for("nurse.li")
-    assert client.post(f"/api/v1/users/{user_id}/password", headers=token_for("admin"),
-                       json={"new_password": "Fresh-start-2026"}).status_code == 204
+    assert (
+        client.post(
+            f"/api/v1/users/{user_id}/password",
+            headers=token_for("admin"),
+            json={"new_password": "Fresh-start-2026"},
+        ).status_code
+        == 204
+    )
     assert client.get("/api/v1/auth/me", headers=nurse).status_code == 401  # sessions ended
-    token = client.post("/api/v1/auth/token", json={"username": "nurse.li", "password": "Fresh-start-2026"}).json()
+    token = client.post(
+        "/api/v1/auth/token", json={"username": "nurse.li", "password": "Fresh-start-2026"}
+    ).json()
     headers = {"Authorization": f"Bearer {token['access_token']}"}
-    wrong = client.post("/api/v1/auth/password", headers=headers,
-                        json={"current_password": "not-it-at-all", "new_password": "Another-one-2026"})
+    wrong = client.post(
+        "/api/v1/auth/password",
+        headers=headers,
+        json={"current_password": "not-it-at-all", "new_password": "Another-one-2026"},
+    )
     assert wrong.status_code == 422
 
 
 def test_auditor_reads_the_trail_and_verifies_it(client: TestClient, token_for: Login, demo: Demo) -> None:
     client.get(f"/api/v1/patients/{demo.patient('刘芳').id}", headers=token_for("nurse.wang"))
     auditor = token_for("auditor")
-    events = client.get("/api/v1/audit/events", params={"username": "nurse.wang", "action": "patient."}, headers=auditor)
+    events = client.get(
+        "/api/v1/audit/events", params={"username": "nurse.wang", "action": "patient."}, headers=auditor
+    )
     assert events.status_code == 200
     assert events.json()["items"][0]["action"] == "patient.read"
     verify = client.get("/api/v1/audit/verify", headers=auditor).json()
@@ -194,21 +270,39 @@ def test_patient_sees_who_accessed_her_record(client: TestClient, token_for: Log
     assert [p["name"] for p in own["items"]] == ["刘芳"]
 
 
-def test_ai_outputs_and_feedback(client: TestClient, token_for: Login, kernel: Kernel, db: Session, demo: Demo) -> None:
-    row = outputs.record_output(db, kernel.audit, actor=principal(db, "dr.zhang").actor, module="monitoring",
-                                task="deterioration", model_name="demo-model", model_version="1", input_ref="x",
-                                output={"p": 0.9}, label="high", score=0.9, patient_id=demo.patient("李建国").id)
+def test_ai_outputs_and_feedback(
+    client: TestClient, token_for: Login, kernel: Kernel, db: Session, demo: Demo
+) -> None:
+    row = outputs.record_output(
+        db,
+        kernel.audit,
+        actor=principal(db, "dr.zhang").actor,
+        module="monitoring",
+        task="deterioration",
+        model_name="demo-model",
+        model_version="1",
+        input_ref="x",
+        output={"p": 0.9},
+        label="high",
+        score=0.9,
+        patient_id=demo.patient("李建国").id,
+    )
     db.commit()
     doctor = token_for("dr.zhang")
     listing = client.get("/api/v1/ai/outputs", headers=doctor).json()
     assert [o["id"] for o in listing["items"]] == [row.id]
     assert client.get("/api/v1/ai/outputs", headers=token_for("nurse.li")).json()["total"] == 0
     assert client.get(f"/api/v1/ai/outputs/{row.id}", headers=token_for("nurse.li")).status_code == 403
-    feedback = client.post(f"/api/v1/ai/outputs/{row.id}/feedback", headers=doctor,
-                           json={"verdict": "disagree", "corrected_label": "medium"})
+    feedback = client.post(
+        f"/api/v1/ai/outputs/{row.id}/feedback",
+        headers=doctor,
+        json={"verdict": "disagree", "corrected_label": "medium"},
+    )
     assert feedback.status_code == 201
     usage = client.get("/api/v1/ai/usage", headers=token_for("admin")).json()
-    assert usage == [{"model_name": "demo-model", "model_version": "1", "outputs": 1, "reviewed": 1, "agreement_rate": 0.0}]
+    assert usage == [
+        {"model_name": "demo-model", "model_version": "1", "outputs": 1, "reviewed": 1, "agreement_rate": 0.0}
+    ]
 
 
 def test_directory(client: TestClient, token_for: Login, demo: Demo) -> None:

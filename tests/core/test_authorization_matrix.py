@@ -11,6 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from tests.conftest import TEST_SECRET, Demo, issue_token
+from tests.core.test_access import principal
+from tests.core.test_route_rules import api_routes, rules
 from tianfu.app import create_app
 from tianfu.core.deadletter import service as deadletters
 from tianfu.core.http.deps import PUBLIC, Requirement
@@ -19,12 +22,16 @@ from tianfu.core.model_outputs import service as outputs
 from tianfu.core.patients.models import Encounter
 from tianfu.core.security.permissions import has_permission
 from tianfu.core.settings import Settings
-from tests.conftest import TEST_SECRET, Demo, issue_token
-from tests.core.test_access import principal
-from tests.core.test_route_rules import api_routes, rules
 
-ROLES = {"nurse": "nurse.wang", "physician": "dr.zhang", "radiologist": "rad.liu", "consultant": "consult.zhao",
-         "admin": "admin", "auditor": "auditor", "patient": "patient.liu"}
+ROLES = {
+    "nurse": "nurse.wang",
+    "physician": "dr.zhang",
+    "radiologist": "rad.liu",
+    "consultant": "consult.zhao",
+    "admin": "admin",
+    "auditor": "auditor",
+    "patient": "patient.liu",
+}
 
 
 def _all_routes() -> list[tuple[str, str]]:
@@ -39,18 +46,37 @@ ROUTES = _all_routes()
 def _path_values(kernel: Kernel, db: Session, demo: Demo) -> dict[str, str]:
     patient = demo.patient("刘芳")
     encounter = next(e for e in db.query(Encounter).filter(Encounter.patient_id == patient.id))
-    output = outputs.record_output(db, kernel.audit, actor=principal(db, "dr.zhang").actor, module="test", task="t",
-                                   model_name="m", model_version="1", input_ref="r", output={}, patient_id=patient.id)
+    output = outputs.record_output(
+        db,
+        kernel.audit,
+        actor=principal(db, "dr.zhang").actor,
+        module="test",
+        task="t",
+        model_name="m",
+        model_version="1",
+        input_ref="r",
+        output={},
+        patient_id=patient.id,
+    )
     dead = deadletters.store(db, source="test", reason="bad", payload=b"MSH|broken")
     db.commit()
-    return {"patient_id": patient.id, "encounter_id": encounter.id, "user_id": demo.user("nurse.li").id,
-            "organization_id": demo.organization("TFRM").id, "location_id": demo.ward("CARD1").id,
-            "output_id": output.id, "dead_letter_id": dead.id, "seq": "1", "code": "en"}
+    return {
+        "patient_id": patient.id,
+        "encounter_id": encounter.id,
+        "user_id": demo.user("nurse.li").id,
+        "organization_id": demo.organization("TFRM").id,
+        "location_id": demo.ward("CARD1").id,
+        "output_id": output.id,
+        "dead_letter_id": dead.id,
+        "seq": "1",
+        "code": "en",
+    }
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
-def test_route_for_every_role(method: str, path: str, kernel: Kernel, settings: Settings, db: Session,
-                              demo: Demo) -> None:
+def test_route_for_every_role(
+    method: str, path: str, kernel: Kernel, settings: Settings, db: Session, demo: Demo
+) -> None:
     app = create_app(settings, kernel=kernel)
     route = next(r for m, r in api_routes(app) if r.path == path and m == method)
     found = rules(route.dependant)

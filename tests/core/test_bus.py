@@ -126,7 +126,12 @@ async def test_event_round_trips_through_bytes() -> None:
     event = Event(subject="tianfu.x.y", data={"名字": "王丽", "n": 1})
     again = Event.from_bytes(event.to_bytes(), delivery=2)
     assert (again.id, again.subject, again.data, again.occurred_at, again.delivery) == (
-        event.id, event.subject, event.data, event.occurred_at, 2)
+        event.id,
+        event.subject,
+        event.data,
+        event.occurred_at,
+        2,
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,11 @@ def _is_problem(response: object, status: int) -> dict[str, object]:
 
 
 def test_malformed_json_is_400(client: TestClient, token_for: Login) -> None:
-    response = client.post("/api/v1/patients", headers=token_for("admin") | {"content-type": "application/json"},
-                           content=b'{"name": "x", "gender": ')
+    response = client.post(
+        "/api/v1/patients",
+        headers=token_for("admin") | {"content-type": "application/json"},
+        content=b'{"name": "x", "gender": ',
+    )
     body = _is_problem(response, 400)
     assert body["type"] == "urn:tianfu:problem:malformed-json"
 
@@ -38,19 +41,27 @@ def test_malformed_json_is_400(client: TestClient, token_for: Login) -> None:
         "just a string",
     ],
 )
-def test_wrong_types_missing_and_unknown_fields_are_422(client: TestClient, token_for: Login, payload: object) -> None:
+def test_wrong_types_missing_and_unknown_fields_are_422(
+    client: TestClient, token_for: Login, payload: object
+) -> None:
     body = _is_problem(client.post("/api/v1/patients", headers=token_for("admin"), json=payload), 422)
     assert body["errors"]
 
 
 def test_nul_characters_are_refused(client: TestClient, token_for: Login) -> None:
-    _is_problem(client.post("/api/v1/patients", headers=token_for("admin"), json={"name": "a\x00b", "gender": "male"}), 422)
+    _is_problem(
+        client.post(
+            "/api/v1/patients", headers=token_for("admin"), json={"name": "a\x00b", "gender": "male"}
+        ),
+        422,
+    )
 
 
 def test_oversized_body_is_413(client: TestClient, token_for: Login) -> None:
     big = b'{"name": "' + b"x" * 2_000_000 + b'", "gender": "male"}'
-    response = client.post("/api/v1/patients", headers=token_for("admin") | {"content-type": "application/json"},
-                           content=big)
+    response = client.post(
+        "/api/v1/patients", headers=token_for("admin") | {"content-type": "application/json"}, content=big
+    )
     _is_problem(response, 413)
 
 
@@ -59,8 +70,11 @@ def test_oversized_chunked_body_is_413(client: TestClient, token_for: Login) -> 
         for _ in range(40):
             yield b"x" * 65536
 
-    response = client.post("/api/v1/patients", headers=token_for("admin") | {"content-type": "application/json"},
-                           content=chunks())
+    response = client.post(
+        "/api/v1/patients",
+        headers=token_for("admin") | {"content-type": "application/json"},
+        content=chunks(),
+    )
     _is_problem(response, 413)
 
 

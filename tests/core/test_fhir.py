@@ -27,7 +27,13 @@ def test_capability_statement_is_public_and_valid(client: TestClient) -> None:
     statement = CapabilityStatement.model_validate(response.json())
     assert statement.fhirVersion == "4.0.1"
     assert {r.type for r in statement.rest[0].resource} == {
-        "Patient", "Encounter", "Practitioner", "Organization", "Location", "AuditEvent"}
+        "Patient",
+        "Encounter",
+        "Practitioner",
+        "Organization",
+        "Location",
+        "AuditEvent",
+    }
 
 
 def test_patient_search_respects_the_care_relationship(client: TestClient, token_for: Login) -> None:
@@ -44,9 +50,18 @@ def test_patient_search_parameters_and_paging(client: TestClient, token_for: Log
     headers = token_for("dr.zhang")
     assert _bundle(client.get("/fhir/R4/Patient", params={"name": "王"}, headers=headers)).total == 1
     assert _bundle(client.get("/fhir/R4/Patient", params={"gender": "male"}, headers=headers)).total == 2
-    assert _bundle(client.get("/fhir/R4/Patient", params={"birthdate": "1968-06-20"}, headers=headers)).total == 1
-    assert _bundle(client.get("/fhir/R4/Patient", params={"identifier": "urn:tianfu:mrn:TFRM|TFRM-000001"},
-                              headers=headers)).total == 1
+    assert (
+        _bundle(client.get("/fhir/R4/Patient", params={"birthdate": "1968-06-20"}, headers=headers)).total
+        == 1
+    )
+    assert (
+        _bundle(
+            client.get(
+                "/fhir/R4/Patient", params={"identifier": "urn:tianfu:mrn:TFRM|TFRM-000001"}, headers=headers
+            )
+        ).total
+        == 1
+    )
     page = _bundle(client.get("/fhir/R4/Patient", params={"_count": 3, "nonsense": "x"}, headers=headers))
     links = {link.relation: link.url for link in page.link}
     assert len(page.entry) == 3
@@ -56,12 +71,17 @@ def test_patient_search_parameters_and_paging(client: TestClient, token_for: Log
     assert len(second.entry) == 1
 
 
-def test_patient_read_and_errors_are_operation_outcomes(client: TestClient, token_for: Login, demo: Demo) -> None:
+def test_patient_read_and_errors_are_operation_outcomes(
+    client: TestClient, token_for: Login, demo: Demo
+) -> None:
     headers = token_for("nurse.wang")
     mine = client.get(f"/fhir/R4/Patient/{demo.patient('刘芳').id}", headers=headers)
     assert mine.status_code == 200
     assert mine.json()["resourceType"] == "Patient"
-    for path, status in ((f"/fhir/R4/Patient/{demo.patient('陈淑华').id}", 403), ("/fhir/R4/Patient/nope", 404)):
+    for path, status in (
+        (f"/fhir/R4/Patient/{demo.patient('陈淑华').id}", 403),
+        ("/fhir/R4/Patient/nope", 404),
+    ):
         response = client.get(path, headers=headers)
         assert response.status_code == status
         assert response.headers["content-type"].startswith(FHIR)
@@ -78,23 +98,32 @@ def test_patient_read_and_errors_are_operation_outcomes(client: TestClient, toke
 def test_encounter_search_and_read(client: TestClient, token_for: Login, demo: Demo) -> None:
     headers = token_for("dr.zhang")
     patient_id = demo.patient("李建国").id
-    bundle = _bundle(client.get("/fhir/R4/Encounter", params={"patient": f"Patient/{patient_id}"}, headers=headers))
+    bundle = _bundle(
+        client.get("/fhir/R4/Encounter", params={"patient": f"Patient/{patient_id}"}, headers=headers)
+    )
     assert bundle.total == 2
     statuses = sorted(e.resource.status for e in bundle.entry)
     assert statuses == ["finished", "in-progress"]
     current = next(e.resource for e in bundle.entry if e.resource.status == "in-progress")
     assert current.class_fhir.code == "IMP"
     assert current.participant[0].individual.display == "张伟"
-    assert _bundle(client.get("/fhir/R4/Encounter", params={"status": "in-progress"}, headers=headers)).total == 4
+    assert (
+        _bundle(client.get("/fhir/R4/Encounter", params={"status": "in-progress"}, headers=headers)).total
+        == 4
+    )
     read = client.get(f"/fhir/R4/Encounter/{current.id}", headers=headers)
     assert read.json()["subject"]["reference"] == f"Patient/{patient_id}"
     by_id = _bundle(client.get("/fhir/R4/Encounter", params={"_id": current.id}, headers=headers))
     assert by_id.total == 1
 
 
-@pytest.mark.parametrize(("resource", "expected"), [("Practitioner", 11), ("Organization", 2), ("Location", 47)])
+@pytest.mark.parametrize(
+    ("resource", "expected"), [("Practitioner", 11), ("Organization", 2), ("Location", 47)]
+)
 def test_directory_resources(client: TestClient, token_for: Login, resource: str, expected: int) -> None:
-    bundle = _bundle(client.get(f"/fhir/R4/{resource}", params={"_count": 200}, headers=token_for("nurse.wang")))
+    bundle = _bundle(
+        client.get(f"/fhir/R4/{resource}", params={"_count": 200}, headers=token_for("nurse.wang"))
+    )
     assert bundle.total == expected
     first = bundle.entry[0].resource
     read = client.get(f"/fhir/R4/{resource}/{first.id}", headers=token_for("nurse.wang"))
@@ -102,13 +131,17 @@ def test_directory_resources(client: TestClient, token_for: Login, resource: str
     assert read.json()["id"] == first.id
 
 
-def test_bed_locations_say_whether_they_are_occupied(client: TestClient, token_for: Login, demo: Demo) -> None:
+def test_bed_locations_say_whether_they_are_occupied(
+    client: TestClient, token_for: Login, demo: Demo
+) -> None:
     headers = token_for("nurse.wang")
     occupied = client.get(f"/fhir/R4/Location/{demo.bed('CARD1-01').id}", headers=headers).json()
     free = client.get(f"/fhir/R4/Location/{demo.bed('CARD1-03').id}", headers=headers).json()
     assert (occupied["operationalStatus"]["code"], free["operationalStatus"]["code"]) == ("O", "U")
     assert occupied["partOf"]["reference"] == f"Location/{demo.ward('CARD1').id}"
-    beds = _bundle(client.get("/fhir/R4/Location", params={"partof": f"Location/{demo.ward('ICU').id}"}, headers=headers))
+    beds = _bundle(
+        client.get("/fhir/R4/Location", params={"partof": f"Location/{demo.ward('ICU').id}"}, headers=headers)
+    )
     assert beds.total == 6
 
 
@@ -121,8 +154,11 @@ def test_audit_events_for_auditors_only(client: TestClient, token_for: Login, de
     assert event.action == "R"
     assert event.entity[0].what.reference == f"Patient/{patient_id}"
     assert event.agent[0].purposeOfUse[0].coding[0].code == "TREAT"
-    dated = _bundle(client.get("/fhir/R4/AuditEvent", params={"date": "ge2020-01-01", "agent": "nurse.wang"},
-                               headers=auditor))
+    dated = _bundle(
+        client.get(
+            "/fhir/R4/AuditEvent", params={"date": "ge2020-01-01", "agent": "nurse.wang"}, headers=auditor
+        )
+    )
     assert dated.total >= 1
     assert client.get("/fhir/R4/AuditEvent", params={"date": "yesterday"}, headers=auditor).status_code == 422
     assert client.get(f"/fhir/R4/AuditEvent/{event.id}", headers=auditor).status_code == 200

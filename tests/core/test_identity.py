@@ -8,6 +8,7 @@ import pyotp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.conftest import Demo
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.db import utcnow
 from tianfu.core.identity import service as identity
@@ -15,17 +16,20 @@ from tianfu.core.identity.models import AuthSession, User
 from tianfu.core.kernel import Kernel
 from tianfu.core.settings import Settings
 from tianfu.demo import DEMO_PASSWORD
-from tests.conftest import Demo
 
 
-def _login(kernel: Kernel, db: Session, username: str, password: str = DEMO_PASSWORD, **kw: object) -> identity.LoginOutcome:
+def _login(
+    kernel: Kernel, db: Session, username: str, password: str = DEMO_PASSWORD, **kw: object
+) -> identity.LoginOutcome:
     outcome = kernel.auth.login(db, username=username, password=password, kind=kw.pop("kind", "api"), **kw)  # type: ignore[arg-type]
     db.commit()
     return outcome
 
 
 def _actions(db: Session, since_seq: int) -> list[str]:
-    return list(db.scalars(select(AuditRecord.action).where(AuditRecord.seq > since_seq).order_by(AuditRecord.seq)))
+    return list(
+        db.scalars(select(AuditRecord.action).where(AuditRecord.seq > since_seq).order_by(AuditRecord.seq))
+    )
 
 
 def _last_seq(db: Session) -> int:
@@ -171,8 +175,13 @@ def test_role_change_is_audited_and_ends_sessions(kernel: Kernel, db: Session, d
     assert token is not None
     admin = demo.user("admin")
     target = db.scalars(select(User).where(User.username == "nurse.li")).one()
-    identity.update_user(db, kernel.audit, actor=identity.actor_for(admin, "admin", ""), user=target,
-                         changes=identity.UserChanges(role="physician"))
+    identity.update_user(
+        db,
+        kernel.audit,
+        actor=identity.actor_for(admin, "admin", ""),
+        user=target,
+        changes=identity.UserChanges(role="physician"),
+    )
     db.commit()
     assert kernel.auth.resolve(db, token) is None
     record = db.scalars(select(AuditRecord).where(AuditRecord.action == "user.role_change")).one()
@@ -183,13 +192,20 @@ def test_password_change_requires_the_current_password(kernel: Kernel, db: Sessi
     user = db.scalars(select(User).where(User.username == "nurse.wang")).one()
     actor = identity.actor_for(user, user.username, "")
     try:
-        identity.set_password(db, kernel.audit, actor=actor, user=user, new_password="Another-pass-77",
-                              current_password="wrong")
+        identity.set_password(
+            db, kernel.audit, actor=actor, user=user, new_password="Another-pass-77", current_password="wrong"
+        )
         raise AssertionError("expected AccountError")
     except identity.AccountError:
         db.commit()
-    identity.set_password(db, kernel.audit, actor=actor, user=user, new_password="Another-pass-77",
-                          current_password=DEMO_PASSWORD)
+    identity.set_password(
+        db,
+        kernel.audit,
+        actor=actor,
+        user=user,
+        new_password="Another-pass-77",
+        current_password=DEMO_PASSWORD,
+    )
     db.commit()
     assert _login(kernel, db, "nurse.wang", "Another-pass-77").status == "ok"
     assert _login(kernel, db, "nurse.wang").status == "invalid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,28 +10,25 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, make_url
 
+from tests.conftest import BACKEND, POSTGRES_URL, _pg_admin
 from tianfu.core.db import make_engine
 from tianfu.core.migrate import downgrade, head_revision, upgrade
 from tianfu.core.models import all_metadata
-from tests.conftest import BACKEND, POSTGRES_URL, _pg_admin
 
 
 @pytest.fixture
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     from tests.conftest import mark_used
 
     mark_used(request, BACKEND)
     if BACKEND == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
     name = f"tianfu_m_{tmp_path.name[-8:].lower().replace('-', '_')}"
     with _pg_admin(POSTGRES_URL) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
-    request.addfinalizer(lambda: _drop(name))
-    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(name: str) -> None:
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     with _pg_admin(POSTGRES_URL) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -6,19 +6,30 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.conftest import Demo
+from tests.core.test_access import principal
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.bus.models import OutboxEvent
 from tianfu.core.kernel import Kernel
 from tianfu.core.model_outputs import service
-from tests.conftest import Demo
-from tests.core.test_access import principal
 
 
-def _output(kernel: Kernel, db: Session, demo: Demo, version: str = "1.0.0", patient: str = "李建国") -> service.ModelOutput:
+def _output(
+    kernel: Kernel, db: Session, demo: Demo, version: str = "1.0.0", patient: str = "李建国"
+) -> service.ModelOutput:
     row = service.record_output(
-        db, kernel.audit, actor=principal(db, "dr.zhang").actor, module="monitoring", task="deterioration",
-        model_name="news2-rules", model_version=version, input_ref="Observation/abc",
-        output={"score": 7, "band": "high"}, label="high", score=0.82, patient_id=demo.patient(patient).id,
+        db,
+        kernel.audit,
+        actor=principal(db, "dr.zhang").actor,
+        module="monitoring",
+        task="deterioration",
+        model_name="news2-rules",
+        model_version=version,
+        input_ref="Observation/abc",
+        output={"score": 7, "band": "high"},
+        label="high",
+        score=0.82,
+        patient_id=demo.patient(patient).id,
         input_features={"respiratory_rate": 26},
     )
     db.commit()
@@ -30,15 +41,21 @@ def test_output_is_recorded_audited_and_announced(kernel: Kernel, db: Session, d
     assert row.requested_by_id == demo.user("dr.zhang").id
     record = db.scalars(select(AuditRecord).where(AuditRecord.action == "ai_output.create")).one()
     assert record.patient_ids == [demo.patient("李建国").id]
-    assert db.scalars(select(OutboxEvent.subject).where(OutboxEvent.subject == "tianfu.ai.output_recorded")).one()
+    assert db.scalars(
+        select(OutboxEvent.subject).where(OutboxEvent.subject == "tianfu.ai.output_recorded")
+    ).one()
 
 
 def test_feedback_and_agreement_rate(kernel: Kernel, db: Session, demo: Demo) -> None:
     doctor = principal(db, "dr.zhang").actor
     rows = [_output(kernel, db, demo) for _ in range(4)] + [_output(kernel, db, demo, version="2.0.0")]
     service.record_feedback(db, kernel.audit, actor=doctor, output=rows[0], verdict="agree")
-    service.record_feedback(db, kernel.audit, actor=doctor, output=rows[1], verdict="disagree", corrected_label="low")
-    service.record_feedback(db, kernel.audit, actor=doctor, output=rows[2], verdict="partial", comment="borderline")
+    service.record_feedback(
+        db, kernel.audit, actor=doctor, output=rows[1], verdict="disagree", corrected_label="low"
+    )
+    service.record_feedback(
+        db, kernel.audit, actor=doctor, output=rows[2], verdict="partial", comment="borderline"
+    )
     # A later verdict on the same output replaces the earlier one in the rate.
     service.record_feedback(db, kernel.audit, actor=doctor, output=rows[1], verdict="agree")
     db.commit()
@@ -53,4 +70,6 @@ def test_feedback_and_agreement_rate(kernel: Kernel, db: Session, demo: Demo) ->
 def test_disagreement_needs_the_correct_answer_or_a_comment(kernel: Kernel, db: Session, demo: Demo) -> None:
     row = _output(kernel, db, demo)
     with pytest.raises(ValueError, match="disagreement"):
-        service.record_feedback(db, kernel.audit, actor=principal(db, "dr.zhang").actor, output=row, verdict="disagree")
+        service.record_feedback(
+            db, kernel.audit, actor=principal(db, "dr.zhang").actor, output=row, verdict="disagree"
+        )

@@ -17,7 +17,9 @@ def test_health_and_readiness(client: TestClient) -> None:
 def test_metrics_count_requests_by_route_template(client: TestClient, token_for: object) -> None:
     client.get("/api/v1/patients/some-id")
     text = client.get("/metrics").text
-    assert 'tianfu_http_requests_total{method="GET",route="/api/v1/patients/{patient_id}",status="401"}' in text
+    assert (
+        'tianfu_http_requests_total{method="GET",route="/api/v1/patients/{patient_id}",status="401"}' in text
+    )
     assert "tianfu_audit_records" in text
     assert "tianfu_outbox_pending_events" in text
 

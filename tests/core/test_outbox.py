@@ -8,6 +8,9 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tests.conftest import Demo
+from tests.core.test_access import principal
+from tests.core.test_bus import _wait_for
 from tianfu.core.bus import Event
 from tianfu.core.bus.idempotency import claim
 from tianfu.core.bus.models import OutboxEvent, ProcessedEvent
@@ -15,9 +18,6 @@ from tianfu.core.bus.outbox import enqueue
 from tianfu.core.deadletter.models import DeadLetter
 from tianfu.core.kernel import Kernel
 from tianfu.core.settings import Settings
-from tests.conftest import Demo
-from tests.core.test_access import principal
-from tests.core.test_bus import _wait_for
 
 
 async def _collect(kernel: Kernel, subject_filter: str) -> list[Event]:
@@ -55,8 +55,9 @@ async def test_admission_is_announced_on_the_bus(kernel: Kernel, demo: Demo, db:
         seen = await _collect(kernel, "tianfu.encounter.*")
         nurse = principal(db, "nurse.wang")
         patient_id = demo.patient("吴海燕").id
-        encounter = service.admit(db, kernel.audit, nurse, patient_id, ward_id=demo.ward("CARD1").id,
-                                  bed_id=demo.bed("CARD1-12").id)
+        encounter = service.admit(
+            db, kernel.audit, nurse, patient_id, ward_id=demo.ward("CARD1").id, bed_id=demo.bed("CARD1-12").id
+        )
         db.commit()
         await _wait_for(lambda: len(seen) == 1)
         event = seen[0]
@@ -81,7 +82,12 @@ async def test_events_committed_while_the_bus_was_down_go_out_on_start(kernel: K
         await _wait_for(lambda: len(seen) == 3)
         assert [e.data["i"] for e in seen] == [0, 1, 2]
         with kernel.sessions() as session:
-            assert session.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None))) == 0
+            assert (
+                session.scalar(
+                    select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None))
+                )
+                == 0
+            )
     finally:
         await kernel.stop()
 
@@ -99,6 +105,7 @@ def test_idempotent_consumer_applies_an_event_once(db: Session) -> None:
 async def test_poison_event_is_kept_in_the_dead_letter_store(kernel: Kernel) -> None:
     await kernel.start()
     try:
+
         async def broken(event: Event) -> None:
             raise KeyError("bed_id")
 
@@ -123,7 +130,6 @@ async def test_poison_event_is_kept_in_the_dead_letter_store(kernel: Kernel) -> 
 async def test_kernel_outbox_over_nats(nats_url: str, settings: Settings) -> None:
     """The scale-out configuration: outbox relay publishing to JetStream, a consumer in another process."""
     from tianfu.core.bus.nats import NatsJetStreamBus
-    from tianfu.core.patients import service
 
     stream = f"TEST_{uuid.uuid4().hex[:10].upper()}"
     kernel = Kernel(settings.model_copy(update={"bus_url": nats_url}), bus_stream=stream)

@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.conftest import Demo
+from tests.core.test_access import principal
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.bus.models import OutboxEvent
 from tianfu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from tianfu.core.kernel import Kernel
 from tianfu.core.patients import service
 from tianfu.core.patients.models import Encounter
-from tests.conftest import Demo
-from tests.core.test_access import principal
 
 
 def _new_patient(kernel: Kernel, db: Session, who: str = "admin", **fields: object) -> str:
@@ -46,7 +46,9 @@ def test_register_assigns_an_mrn_audits_and_announces(kernel: Kernel, db: Sessio
         ({"birth_date": date(2999, 1, 1)}, "future"),
     ],
 )
-def test_registration_validation(kernel: Kernel, db: Session, fields: dict[str, object], message: str) -> None:
+def test_registration_validation(
+    kernel: Kernel, db: Session, fields: dict[str, object], message: str
+) -> None:
     with pytest.raises(Invalid, match=message):
         _new_patient(kernel, db, **fields)
 
@@ -60,15 +62,24 @@ def test_admit_transfer_discharge(kernel: Kernel, db: Session, demo: Demo) -> No
     nurse = principal(db, "nurse.wang")
     patient_id = demo.patient("吴海燕").id
     card1 = demo.ward("CARD1")
-    encounter = service.admit(db, kernel.audit, nurse, patient_id, ward_id=card1.id, bed_id=demo.bed("CARD1-10").id,
-                              attending_id=demo.user("dr.zhang").id, reason="胸痛待查")
+    encounter = service.admit(
+        db,
+        kernel.audit,
+        nurse,
+        patient_id,
+        ward_id=card1.id,
+        bed_id=demo.bed("CARD1-10").id,
+        attending_id=demo.user("dr.zhang").id,
+        reason="胸痛待查",
+    )
     db.commit()
     assert encounter.status == "in-progress"
     with pytest.raises(Conflict, match="already admitted"):
         service.admit(db, kernel.audit, nurse, patient_id, ward_id=card1.id)
     db.rollback()
-    moved = service.transfer(db, kernel.audit, nurse, encounter.id, ward_id=demo.ward("RESP").id,
-                             bed_id=demo.bed("RESP-09").id)
+    moved = service.transfer(
+        db, kernel.audit, nurse, encounter.id, ward_id=demo.ward("RESP").id, bed_id=demo.bed("RESP-09").id
+    )
     db.commit()
     assert moved.ward_id == demo.ward("RESP").id
     # The cardiology nurse no longer cares for the patient; the respiratory nurse does.
@@ -80,17 +91,30 @@ def test_admit_transfer_discharge(kernel: Kernel, db: Session, demo: Demo) -> No
     assert done.status == "finished"
     assert done.period_end is not None
     subjects = list(db.scalars(select(OutboxEvent.subject).order_by(OutboxEvent.created_at)))
-    assert subjects[-3:] == ["tianfu.encounter.admitted", "tianfu.encounter.transferred", "tianfu.encounter.discharged"]
+    assert subjects[-3:] == [
+        "tianfu.encounter.admitted",
+        "tianfu.encounter.transferred",
+        "tianfu.encounter.discharged",
+    ]
 
 
 def test_occupied_bed_and_foreign_ward_are_refused(kernel: Kernel, db: Session, demo: Demo) -> None:
     doctor = principal(db, "dr.zhang")
     patient_id = demo.patient("吴海燕").id
     with pytest.raises(Conflict, match="occupied"):
-        service.admit(db, kernel.audit, doctor, patient_id, ward_id=demo.ward("CARD1").id, bed_id=demo.bed("CARD1-01").id)
+        service.admit(
+            db,
+            kernel.audit,
+            doctor,
+            patient_id,
+            ward_id=demo.ward("CARD1").id,
+            bed_id=demo.bed("CARD1-01").id,
+        )
     db.rollback()
     with pytest.raises(Invalid, match="not in this ward"):
-        service.admit(db, kernel.audit, doctor, patient_id, ward_id=demo.ward("CARD1").id, bed_id=demo.bed("RESP-01").id)
+        service.admit(
+            db, kernel.audit, doctor, patient_id, ward_id=demo.ward("CARD1").id, bed_id=demo.bed("RESP-01").id
+        )
     db.rollback()
     with pytest.raises(Forbidden, match="own institution"):
         service.admit(db, kernel.audit, doctor, patient_id, ward_id=demo.ward("GEN").id)
@@ -99,8 +123,13 @@ def test_occupied_bed_and_foreign_ward_are_refused(kernel: Kernel, db: Session, 
 
 def test_nurse_admits_only_into_her_ward(kernel: Kernel, db: Session, demo: Demo) -> None:
     with pytest.raises(Forbidden, match="own wards"):
-        service.admit(db, kernel.audit, principal(db, "nurse.wang"), demo.patient("吴海燕").id,
-                      ward_id=demo.ward("ICU").id)
+        service.admit(
+            db,
+            kernel.audit,
+            principal(db, "nurse.wang"),
+            demo.patient("吴海燕").id,
+            ward_id=demo.ward("ICU").id,
+        )
 
 
 def test_refused_read_is_audited_even_though_it_fails(kernel: Kernel, db: Session, demo: Demo) -> None:
@@ -118,7 +147,9 @@ def test_unknown_patient_is_not_found(kernel: Kernel, db: Session) -> None:
 
 
 def test_search_lists_in_bed_order_and_audits_every_returned_patient(kernel: Kernel, db: Session) -> None:
-    rows, total = service.search_patients(db, kernel.audit, principal(db, "nurse.wang"), service.PatientQuery())
+    rows, total = service.search_patients(
+        db, kernel.audit, principal(db, "nurse.wang"), service.PatientQuery()
+    )
     db.commit()
     beds = [service.current_encounter(p).bed.code for p in rows]  # type: ignore[union-attr]
     assert beds == sorted(beds)
@@ -142,17 +173,28 @@ def test_break_glass_needs_a_reason_and_is_flagged(kernel: Kernel, db: Session, 
     with pytest.raises(Invalid):
         service.break_glass(db, kernel.audit, nurse, patient_id, reason="急", minutes=60)
     db.rollback()
-    service.break_glass(db, kernel.audit, nurse, patient_id, reason="患者在走廊晕倒，需立即查看病史", minutes=60)
+    service.break_glass(
+        db, kernel.audit, nurse, patient_id, reason="患者在走廊晕倒，需立即查看病史", minutes=60
+    )
     db.commit()
     patient = service.read_patient(db, kernel.audit, nurse, patient_id)
     db.commit()
     assert patient.name == "陈淑华"
-    purposes = list(db.scalars(select(AuditRecord.purpose).where(AuditRecord.patient_ids.is_not(None)).order_by(AuditRecord.seq.desc()).limit(2)))
+    purposes = list(
+        db.scalars(
+            select(AuditRecord.purpose)
+            .where(AuditRecord.patient_ids.is_not(None))
+            .order_by(AuditRecord.seq.desc())
+            .limit(2)
+        )
+    )
     assert purposes == ["ETREAT", "ETREAT"]
 
 
 def test_ward_census_counts_beds_and_occupancy(db: Session, demo: Demo) -> None:
-    census = {c.ward.code: (c.beds, c.occupied) for c in service.ward_census(db, demo.organization("TFRM").id)}
+    census = {
+        c.ward.code: (c.beds, c.occupied) for c in service.ward_census(db, demo.organization("TFRM").id)
+    }
     assert census == {"CARD1": (12, 4), "RESP": (10, 2), "EDOBS": (8, 1), "ICU": (6, 1)}
 
 

@@ -13,9 +13,19 @@ from tianfu.core.http.deps import PUBLIC, Requirement
 from tianfu.core.settings import Settings
 
 PUBLIC_ROUTES = {
-    ("POST", "/api/v1/auth/token"), ("GET", "/fhir/R4/metadata"), ("GET", "/healthz"), ("GET", "/readyz"),
-    ("GET", "/metrics"), ("GET", "/api/docs"), ("GET", "/lang/{code}"), ("GET", "/login"), ("POST", "/login"),
-    ("GET", "/login/mfa"), ("POST", "/login/mfa"), ("GET", "/login/enrol"), ("POST", "/login/enrol"),
+    ("POST", "/api/v1/auth/token"),
+    ("GET", "/fhir/R4/metadata"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/docs"),
+    ("GET", "/lang/{code}"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/login/mfa"),
+    ("POST", "/login/mfa"),
+    ("GET", "/login/enrol"),
+    ("POST", "/login/enrol"),
     ("GET", "/api/v1/openapi.json"),
 }
 
@@ -41,7 +51,9 @@ def flat_routes(routes: list[Any]) -> list[APIRoute]:
 
 
 def api_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:
-    return [(method, route) for route in flat_routes(app.routes) for method in sorted(route.methods - {"HEAD"})]
+    return [
+        (method, route) for route in flat_routes(app.routes) for method in sorted(route.methods - {"HEAD"})
+    ]
 
 
 def test_every_route_declares_exactly_one_rule(settings: Settings) -> None:

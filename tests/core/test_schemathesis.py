@@ -28,19 +28,27 @@ from schemathesis.checks import (
 )
 from sqlalchemy import make_url
 
+from tests.conftest import BACKEND, POSTGRES_URL, Template, _pg_admin, _settings, issue_token, mark_used
 from tianfu.app import create_app
 from tianfu.core.kernel import Kernel
-from tests.conftest import BACKEND, POSTGRES_URL, Template, _pg_admin, _settings, issue_token, mark_used
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 _VAR = Path(tempfile.mkdtemp(prefix="tianfu-schemathesis-"))
 if BACKEND == "sqlite":
     _URL = f"sqlite:///{_VAR / 'api.db'}"
 else:
-    _URL = make_url(POSTGRES_URL).set(database=f"tianfu_s_{uuid.uuid4().hex[:10]}").render_as_string(
-        hide_password=False)
+    _URL = (
+        make_url(POSTGRES_URL)
+        .set(database=f"tianfu_s_{uuid.uuid4().hex[:10]}")
+        .render_as_string(hide_password=False)
+    )
 KERNEL = Kernel(_settings(_URL, _VAR))
 APP = create_app(KERNEL.settings, kernel=KERNEL)
 # Read the document straight from the app: loading it over ASGI would start the app (and open the
@@ -56,7 +64,9 @@ def _database(template: Template) -> Iterator[None]:
         shutil.copyfile(make_url(template.url).database or "", _VAR / "api.db")
     else:
         with _pg_admin(template.admin_url) as conn:
-            conn.execute(f'CREATE DATABASE "{make_url(_URL).database}" TEMPLATE "{make_url(template.url).database}"')
+            conn.execute(
+                f'CREATE DATABASE "{make_url(_URL).database}" TEMPLATE "{make_url(template.url).database}"'
+            )
     yield
     KERNEL.engine.dispose()
     if template.admin_url is not None:
@@ -65,8 +75,13 @@ def _database(template: Template) -> Iterator[None]:
 
 
 def _headers(path: str) -> dict[str, str]:
-    username = ("admin" if path.startswith(("/api/v1/users", "/api/v1/dead-letters")) else
-                "auditor" if "/audit" in path else "dr.zhang")
+    username = (
+        "admin"
+        if path.startswith(("/api/v1/users", "/api/v1/dead-letters"))
+        else "auditor"
+        if "/audit" in path
+        else "dr.zhang"
+    )
     if username not in _tokens:
         with KERNEL.sessions() as session:
             _tokens[username] = issue_token(session, username)

@@ -10,13 +10,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.conftest import Demo
 from tianfu.app import create_app
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.identity.models import User
 from tianfu.core.kernel import Kernel
 from tianfu.core.settings import Settings
 from tianfu.demo import DEMO_PASSWORD
-from tests.conftest import Demo
 
 HTML = {"accept": "text/html"}
 
@@ -24,8 +24,11 @@ HTML = {"accept": "text/html"}
 def sign_in(client: TestClient, username: str, password: str = DEMO_PASSWORD) -> object:
     page = client.get("/login")
     token = re.search(r'name="login_csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    return client.post("/login", data={"username": username, "password": password, "login_csrf": token,
-                                       "next": "/"}, follow_redirects=False)
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "login_csrf": token, "next": "/"},
+        follow_redirects=False,
+    )
 
 
 def csrf(client: TestClient, path: str = "/") -> str:
@@ -117,16 +120,27 @@ def test_admit_by_form_and_break_glass(client: TestClient, demo: Demo, db: Sessi
     sign_in(client, "dr.zhang")
     patient = demo.patient("吴海燕")
     token = csrf(client)
-    admitted = client.post(f"/patients/{patient.id}/admit", data={
-        "csrf_token": token, "ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-09").id,
-        "attending_id": demo.user("dr.zhang").id, "reason": "心悸"}, follow_redirects=False)
+    admitted = client.post(
+        f"/patients/{patient.id}/admit",
+        data={
+            "csrf_token": token,
+            "ward_id": demo.ward("CARD1").id,
+            "bed_id": demo.bed("CARD1-09").id,
+            "attending_id": demo.user("dr.zhang").id,
+            "reason": "心悸",
+        },
+        follow_redirects=False,
+    )
     assert admitted.status_code == 303
     page = client.get(admitted.headers["location"], headers=HTML)
     assert "09床" in page.text
     assert "已保存" in page.text
     other = demo.patient("陈淑华")
-    opened = client.post(f"/patients/{other.id}/break-glass",
-                         data={"csrf_token": token, "reason": "会诊前紧急查看病情变化"}, follow_redirects=False)
+    opened = client.post(
+        f"/patients/{other.id}/break-glass",
+        data={"csrf_token": token, "reason": "会诊前紧急查看病情变化"},
+        follow_redirects=False,
+    )
     assert opened.status_code == 303
     assert client.get(f"/patients/{other.id}", headers=HTML).status_code == 200
     record = db.scalars(select(AuditRecord).where(AuditRecord.action == "patient.break_glass")).one()
@@ -136,22 +150,46 @@ def test_admit_by_form_and_break_glass(client: TestClient, demo: Demo, db: Sessi
 def test_admin_creates_and_edits_an_account(client: TestClient, demo: Demo) -> None:
     sign_in(client, "admin")
     token = csrf(client, "/admin/users/new")
-    created = client.post("/admin/users/new", data={
-        "csrf_token": token, "username": "nurse.gao", "display_name": "高护士", "role": "nurse",
-        "password": "Ward-round-2026", "ward_ids": [demo.ward("ICU").id, demo.ward("EDOBS").id]},
-        follow_redirects=False)
+    created = client.post(
+        "/admin/users/new",
+        data={
+            "csrf_token": token,
+            "username": "nurse.gao",
+            "display_name": "高护士",
+            "role": "nurse",
+            "password": "Ward-round-2026",
+            "ward_ids": [demo.ward("ICU").id, demo.ward("EDOBS").id],
+        },
+        follow_redirects=False,
+    )
     assert created.status_code == 303, created.text
     page = client.get(created.headers["location"], headers=HTML)
     assert "高护士" in page.text
     user_id = created.headers["location"].split("/")[3].split("?")[0]
-    updated = client.post(f"/admin/users/{user_id}", data={
-        "csrf_token": token, "display_name": "高丽", "role": "nurse", "is_active": "on",
-        "ward_ids": [demo.ward("ICU").id]}, follow_redirects=False)
+    updated = client.post(
+        f"/admin/users/{user_id}",
+        data={
+            "csrf_token": token,
+            "display_name": "高丽",
+            "role": "nurse",
+            "is_active": "on",
+            "ward_ids": [demo.ward("ICU").id],
+        },
+        follow_redirects=False,
+    )
     assert updated.status_code == 303
     listing = client.get("/admin/users", headers=HTML)
     assert "高丽" in listing.text
-    invalid = client.post("/admin/users/new", data={
-        "csrf_token": token, "username": "Bad Name", "display_name": "x", "role": "nurse", "password": "Ward-round-2026"})
+    invalid = client.post(
+        "/admin/users/new",
+        data={
+            "csrf_token": token,
+            "username": "Bad Name",
+            "display_name": "x",
+            "role": "nurse",
+            "password": "Ward-round-2026",
+        },
+    )
     assert invalid.status_code == 422
 
 
@@ -197,11 +235,14 @@ def test_second_factor_enrolment_and_sign_in(strict_client: TestClient, db: Sess
     enrol = strict_client.get("/login/enrol", headers=HTML)
     assert "<svg" in enrol.text
     secret = re.search(r'class="muted mono"[^>]*>([A-Z2-7]+)<', enrol.text).group(1)  # type: ignore[union-attr]
-    assert strict_client.get("/", headers=HTML, follow_redirects=False).status_code == 303  # not yet signed in
+    assert (
+        strict_client.get("/", headers=HTML, follow_redirects=False).status_code == 303
+    )  # not yet signed in
     wrong = strict_client.post("/login/enrol", data={"code": "000000", "next": "/"})
     assert wrong.status_code == 401
-    done = strict_client.post("/login/enrol", data={"code": pyotp.TOTP(secret).now(), "next": "/"},
-                              follow_redirects=False)
+    done = strict_client.post(
+        "/login/enrol", data={"code": pyotp.TOTP(secret).now(), "next": "/"}, follow_redirects=False
+    )
     assert done.status_code == 303
     assert "张伟" in strict_client.get("/", headers=HTML).text
     user = db.scalars(select(User).where(User.username == "dr.zhang")).one()

@@ -41,6 +41,7 @@ def environment() -> Environment:
     env.filters["localtime"] = localtime
     env.filters["localdate"] = lambda d: d.isoformat() if isinstance(d, date) else ""
     env.filters["age"] = age
+    env.filters["loc"] = local_name
     env.globals["version"] = __version__
     env.globals["languages"] = i18n.LANGUAGES
     env.globals["Permission"] = Permission
@@ -53,6 +54,14 @@ def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(CHINA_TIME).strftime(fmt)
+
+
+def local_name(record: Any) -> str:
+    """A ward's, bed's or institution's name in the page language (Chinese unless an English one exists)."""
+    if record is None:
+        return ""
+    english = getattr(record, "name_en", "")
+    return str(english if english and i18n.current_language() == "en" else record.name)
 
 
 def age(birth: date | None) -> str:

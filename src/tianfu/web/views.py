@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from tianfu.core import i18n
 from tianfu.core.audit import service as audit_service
 from tianfu.core.audit.views import access_log_entries, record_meta_access
+from tianfu.core.db import utcnow
 from tianfu.core.deadletter import service as deadletters
 from tianfu.core.deadletter.models import DeadLetter
 from tianfu.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
@@ -33,10 +34,8 @@ from tianfu.core.http.deps import (
     resolve_auth_session,
 )
 from tianfu.core.i18n import _
-from tianfu.core.db import utcnow
-from tianfu.core.identity import passwords
+from tianfu.core.identity import passwords, totp
 from tianfu.core.identity import service as identity
-from tianfu.core.identity import totp
 from tianfu.core.identity.models import AuthSession, User
 from tianfu.core.kernel import Kernel
 from tianfu.core.patients import service as patients
@@ -44,7 +43,7 @@ from tianfu.core.patients.models import Encounter, Location, Patient
 from tianfu.core.plugins import CAPABILITIES, installed_modules
 from tianfu.core.security.permissions import Permission, Role
 from tianfu.core.security.principal import Principal
-from tianfu.web.rendering import localtime, render
+from tianfu.web.rendering import local_name, localtime, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -301,7 +300,7 @@ def home(request: Request, session: DbDep, principal: Signed) -> Response:
         census = patients.ward_census(session, principal.organization_id)
         context["census"] = census
         context["census_chart"] = {
-            "wards": [c.ward.name for c in census],
+            "wards": [local_name(c.ward) for c in census],
             "occupied": [c.occupied for c in census],
             "free": [max(c.beds - c.occupied, 0) for c in census],
             "labels": {"occupied": _("Occupied"), "free": _("Free")},
@@ -457,7 +456,7 @@ def _patient_context(session: Session, principal: Principal, patient: Patient) -
         context["wards"] = wards
         context["free_beds"] = {
             w.id: [
-                {"id": b.id, "name": b.name}
+                {"id": b.id, "name": local_name(b)}
                 for b in patients.beds_of_ward(session, w.id)
                 if b.id not in occupied
             ]
@@ -616,9 +615,7 @@ def users_page(request: Request, session: DbDep, principal: UserReader) -> Respo
     counts: dict[str, int] = {}
     for u in users:
         counts[u.role] = counts.get(u.role, 0) + 1
-    return render(
-        request, "admin/users.html", {"users": users, "now": utcnow(), "role_counts": counts}
-    )
+    return render(request, "admin/users.html", {"users": users, "now": utcnow(), "role_counts": counts})
 
 
 @router.get("/admin/users/new")

@@ -128,7 +128,7 @@ class AuditLog:
         )
         record.hash = chain_hash(self._key, head.last_hash, record)
         session.add(record)
-        session.flush()  # the record before its links, whatever order the unit of work picks
+        session.flush()  # the record first: with no relationship() the unit of work would not order links
         session.add_all(AuditPatientLink(patient_id=p, seq=record.seq) for p in unique_patients)
         head.last_seq = record.seq
         head.last_hash = record.hash

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tianfu.core.bus import Event, EventBus, validate_subject
@@ -104,14 +104,15 @@ class OutboxRelay:
 
     def _mark(self, done: list[str], error: tuple[str, str] | None) -> None:
         with self._sessions() as session, session.begin():
-            now = utcnow()
-            for row_id in done:
-                row = session.get(OutboxEvent, row_id)
-                if row is not None:
-                    row.published_at = now
-                    row.attempts += 1
+            if done:
+                session.execute(
+                    update(OutboxEvent)
+                    .where(OutboxEvent.id.in_(done))
+                    .values(published_at=utcnow(), attempts=OutboxEvent.attempts + 1)
+                )
             if error is not None:
-                row = session.get(OutboxEvent, error[0])
-                if row is not None:
-                    row.attempts += 1
-                    row.last_error = error[1][:2000]
+                session.execute(
+                    update(OutboxEvent)
+                    .where(OutboxEvent.id == error[0])
+                    .values(attempts=OutboxEvent.attempts + 1, last_error=error[1][:2000])
+                )

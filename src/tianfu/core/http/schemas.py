@@ -36,7 +36,9 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
-IsoDate = Annotated[date, BeforeValidator(_iso_date_text), WithJsonSchema({"type": "string", "format": "date"})]
+IsoDate = Annotated[
+    date, BeforeValidator(_iso_date_text), WithJsonSchema({"type": "string", "format": "date"})
+]
 IsoDateTime = Annotated[
     datetime,
     BeforeValidator(_iso_datetime_text),

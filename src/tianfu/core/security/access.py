@@ -78,7 +78,9 @@ def _relationship_clauses(principal: Principal) -> dict[str, ColumnElement[bool]
         return {
             "registration": or_(
                 Patient.managing_organization_id == principal.organization_id,
-                exists().where(_stay.patient_id == Patient.id, _stay.organization_id == principal.organization_id),
+                exists().where(
+                    _stay.patient_id == Patient.id, _stay.organization_id == principal.organization_id
+                ),
             )
         }
     if role == Role.PATIENT and principal.patient_id:

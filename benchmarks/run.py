@@ -1,0 +1,310 @@
+"""Kernel benchmarks: `make bench` runs them and writes benchmarks/results.{json,md}.
+
+Each benchmark builds what it needs (a demo-seeded SQLite database, PostgreSQL when reachable, NATS when
+reachable) in a temporary directory and reports medians and percentiles. Numbers depend on the machine:
+the table records the CPU count it ran on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from sqlalchemy import make_url
+
+from tianfu.app import create_app
+from tianfu.core.audit.service import Actor
+from tianfu.core.bus import Event, EventBus
+from tianfu.core.bus.memory import InProcessBus
+from tianfu.core.identity import passwords
+from tianfu.core.kernel import Kernel
+from tianfu.core.migrate import upgrade
+from tianfu.core.settings import Settings
+from tianfu.demo import DEMO_PASSWORD, seed
+
+OUT = Path(__file__).resolve().parent
+SECRET = "benchmark-secret-key-long-enough-0123456789abcdef"
+POSTGRES_URL = os.environ.get(
+    "TIANFU_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+NATS_URL = os.environ.get("TIANFU_BENCH_NATS_URL", "nats://127.0.0.1:4222")
+ACTOR = Actor(user_id=None, username="bench", role="system")
+
+results: list[dict[str, Any]] = []
+
+
+def record(name: str, value: float, unit: str, note: str = "") -> None:
+    results.append({"benchmark": name, "value": round(value, 2), "unit": unit, "note": note})
+    print(f"{name:<58} {value:>12,.1f} {unit:<10} {note}")
+
+
+def port_open(url: str, default_port: int) -> bool:
+    parsed = make_url(url.replace("nats://", "nats+x://"))
+    try:
+        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or default_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def demo_kernel(url: str, var_dir: Path) -> Kernel:
+    upgrade(url)
+    kernel = Kernel(Settings(demo=False, secret_key=SECRET, database_url=url, var_dir=var_dir))
+    seed(kernel)
+    return kernel
+
+
+# --- passwords ---------------------------------------------------------------------------------------
+
+
+def bench_password_hash() -> None:
+    hashed = passwords.hash_password(DEMO_PASSWORD)
+    samples = []
+    for _ in range(10):
+        start = time.perf_counter()
+        passwords.verify_password(hashed, DEMO_PASSWORD)
+        samples.append(time.perf_counter() - start)
+    record(
+        "argon2id password check (login cost)",
+        statistics.median(samples) * 1000,
+        "ms",
+        "argon2-cffi defaults: 64 MiB, t=3, p=4",
+    )
+
+
+# --- audit chain -------------------------------------------------------------------------------------
+
+
+def bench_audit(kernel: Kernel, backend: str) -> None:
+    n = 2000
+    with kernel.sessions() as session:
+        start = time.perf_counter()
+        for i in range(n):
+            kernel.audit.record(
+                session,
+                actor=ACTOR,
+                action="patient.read",
+                action_type="R",
+                resource_type="Patient",
+                resource_id=str(i),
+                patient_ids=[f"p{i % 50}"],
+            )
+            if i % 20 == 19:
+                session.commit()  # a commit per request, 20 records a time
+        session.commit()
+        elapsed = time.perf_counter() - start
+    record(f"audit append, {backend}", n / elapsed, "records/s", "20 records per transaction")
+    with kernel.sessions() as session:
+        start = time.perf_counter()
+        result = kernel.audit.verify(session)
+        elapsed = time.perf_counter() - start
+    assert result.ok
+    record(
+        f"audit chain verify, {backend}", result.checked / elapsed, "records/s", f"{result.checked} records"
+    )
+
+
+# --- HTTP --------------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, kernel: Kernel) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        app = create_app(kernel.settings, kernel=kernel)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def bench_http(kernel: Kernel, backend: str) -> None:
+    with Server(kernel) as base, httpx.Client(base_url=base, timeout=30) as client:
+        token = client.post(
+            "/api/v1/auth/token", json={"username": "nurse.wang", "password": DEMO_PASSWORD}
+        ).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        patient_id = client.get("/api/v1/patients", headers=headers).json()["items"][0]["id"]
+        cases: list[tuple[str, Callable[[], httpx.Response]]] = [
+            ("GET /api/v1/patients (nurse's ward)", lambda: client.get("/api/v1/patients", headers=headers)),
+            (
+                "GET /fhir/R4/Patient/{id}",
+                lambda: client.get(f"/fhir/R4/Patient/{patient_id}", headers=headers),
+            ),
+            ("GET /patients page (HTML)", lambda: client.get("/patients", headers=headers)),
+            ("GET /healthz", lambda: client.get("/healthz")),
+        ]
+        for name, call in cases:
+            for _ in range(20):
+                call().raise_for_status()
+            samples = []
+            for _ in range(200):
+                start = time.perf_counter()
+                call().raise_for_status()
+                samples.append(time.perf_counter() - start)
+            note = "one client" + ("" if "healthz" in name else "; audited read")
+            record(f"{name}, {backend}, p50", percentile(samples, 0.5) * 1000, "ms", note)
+            record(f"{name}, {backend}, p95", percentile(samples, 0.95) * 1000, "ms")
+
+
+# --- event bus ---------------------------------------------------------------------------------------
+
+
+async def _bus_throughput(bus: EventBus, subject: str, n: int) -> tuple[float, float]:
+    await bus.start()
+    received = 0
+    done = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        nonlocal received
+        received += 1
+        if received == n:
+            done.set()
+
+    subscription = await bus.subscribe(
+        subject.rsplit(".", 1)[0] + ".>", f"bench-{uuid.uuid4().hex[:6]}", handler
+    )
+    start = time.perf_counter()
+    for i in range(n):
+        await bus.publish(subject, {"i": i, "bed": "CARD1-01", "hr": 72})
+    published = time.perf_counter() - start
+    await asyncio.wait_for(done.wait(), timeout=120)
+    total = time.perf_counter() - start
+    await subscription.stop()
+    return n / published, n / total
+
+
+def bench_bus() -> None:
+    n = 20_000
+    publish, end_to_end = asyncio.run(_bus_throughput(InProcessBus(), "tianfu.bench.vitals", n))
+    record("event bus in-process: publish", publish, "events/s")
+    record("event bus in-process: publish → consumer acked", end_to_end, "events/s", f"{n} events")
+    if not port_open(NATS_URL, 4222):
+        print("NATS not reachable: skipped the JetStream benchmark")
+        return
+    from tianfu.core.bus.nats import NatsJetStreamBus
+
+    stream = f"BENCH_{uuid.uuid4().hex[:8].upper()}"
+    subjects = f"tianfu.{stream.lower()}.>"
+    bus = NatsJetStreamBus(NATS_URL, stream=stream, subjects=subjects)
+
+    async def run() -> tuple[float, float]:
+        try:
+            return await _bus_throughput(bus, f"tianfu.{stream.lower()}.vitals", 5000)
+        finally:
+            await bus.delete_stream()
+            await bus.close()
+
+    publish, end_to_end = asyncio.run(run())
+    record(
+        "event bus NATS JetStream: publish (acked by server)",
+        publish,
+        "events/s",
+        "one publisher, sequential",
+    )
+    record(
+        "event bus NATS JetStream: publish → consumer acked",
+        end_to_end,
+        "events/s",
+        "5000 events, file storage",
+    )
+
+
+def bench_outbox(kernel: Kernel, backend: str) -> None:
+    from tianfu.core.bus.outbox import enqueue
+
+    n = 2000
+    with kernel.sessions() as session:
+        for i in range(n):
+            enqueue(session, "tianfu.bench.outbox", {"i": i})
+        session.commit()
+
+    async def drain() -> float:
+        await kernel.bus.start()
+        start = time.perf_counter()
+        published = await kernel.outbox.flush()
+        assert published == n
+        return n / (time.perf_counter() - start)
+
+    record(f"outbox relay: committed → published, {backend}", asyncio.run(drain()), "events/s", f"{n} events")
+
+
+def main() -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    print(f"Tianfu kernel benchmarks on {machine}")
+    bench_password_hash()
+    with tempfile.TemporaryDirectory() as tmp:
+        var = Path(tmp)
+        sqlite = demo_kernel(f"sqlite:///{var / 'bench.db'}", var)
+        bench_audit(sqlite, "SQLite")
+        bench_http(sqlite, "SQLite")
+        bench_outbox(sqlite, "SQLite")
+        sqlite.engine.dispose()
+        if port_open(POSTGRES_URL, 5432):
+            import psycopg
+
+            name = f"tianfu_bench_{uuid.uuid4().hex[:8]}"
+            admin = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            try:
+                pg = demo_kernel(
+                    make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False), var
+                )
+                bench_audit(pg, "PostgreSQL")
+                bench_http(pg, "PostgreSQL")
+                bench_outbox(pg, "PostgreSQL")
+                pg.engine.dispose()
+            finally:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            print("PostgreSQL not reachable: skipped its benchmarks")
+    bench_bus()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    (OUT / "results.json").write_text(
+        json.dumps({"date": stamp, "machine": machine, "results": results}, ensure_ascii=False, indent=1)
+        + "\n"
+    )
+    lines = [
+        f"Measured {stamp} on {machine} by `make bench`.",
+        "",
+        "| benchmark | value | unit | note |",
+        "|---|---:|---|---|",
+    ]
+    lines += [f"| {r['benchmark']} | {r['value']:,} | {r['unit']} | {r['note']} |" for r in results]
+    (OUT / "results.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
