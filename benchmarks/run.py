@@ -302,8 +302,15 @@ def main() -> None:
         "|---|---:|---|---|",
     ]
     lines += [f"| {r['benchmark']} | {r['value']:,} | {r['unit']} | {r['note']} |" for r in results]
-    (OUT / "results.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {OUT / 'results.md'}")
+    table = "\n".join(lines) + "\n"
+    (OUT / "results.md").write_text(table)
+    readme = OUT.parent / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        readme.write_text(before + start + "\n" + table + rest[rest.index(end):])
+    print(f"wrote {OUT / 'results.md'} and the table in README.md")
 
 
 if __name__ == "__main__":

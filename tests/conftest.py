@@ -36,7 +36,7 @@ from tianfu.core.kernel import Kernel  # noqa: E402
 from tianfu.core.migrate import upgrade  # noqa: E402
 from tianfu.core.patients.models import Location, Organization, Patient  # noqa: E402
 from tianfu.core.settings import Settings  # noqa: E402
-from tianfu.demo import DEMO_PASSWORD, seed  # noqa: E402
+from tianfu.demo import seed  # noqa: E402
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-the-settings-0123456789"
 POSTGRES_URL = os.environ.get("TIANFU_TEST_DATABASE_URL", "")
@@ -248,17 +248,15 @@ def demo(db: Session) -> Demo:
 
 
 @pytest.fixture
-def token_for(client: TestClient) -> Callable[[str], dict[str, str]]:
-    """Bearer headers for a demo user (logged in once per test)."""
+def token_for(kernel: Kernel) -> Callable[[str], dict[str, str]]:
+    """Bearer headers for a demo user. Sign-in itself is tested elsewhere; this skips the deliberate
+    argon2 cost so that the many API tests stay fast."""
     cache: dict[str, dict[str, str]] = {}
 
     def login(username: str) -> dict[str, str]:
         if username not in cache:
-            response = client.post(
-                "/api/v1/auth/token", json={"username": username, "password": DEMO_PASSWORD}
-            )
-            assert response.status_code == 200, response.text
-            cache[username] = {"Authorization": f"Bearer {response.json()['access_token']}"}
+            with kernel.sessions() as session:
+                cache[username] = issue_token(session, username)
         return cache[username]
 
     return login

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -249,8 +250,15 @@ def user_add(
                 raise typer.Exit(1)
             ward_ids.append(location.id)
         patient_id = None
-        if patient_mrn:
-            patient_id = session.scalar(select(Patient.id).where(Patient.mrn == patient_mrn))
+        if patient_mrn:  # MRNs are unique within one institution only
+            patient_id = session.scalar(
+                select(Patient.id).where(
+                    Patient.managing_organization_id == org.id, Patient.mrn == patient_mrn
+                )
+            )
+            if patient_id is None:
+                err.print(f"[red]no patient with MRN {patient_mrn} at {org.code}[/red]")
+                raise typer.Exit(1)
         try:
             user = identity.create_user(
                 session,
@@ -294,11 +302,19 @@ def user_unlock(username: str) -> None:
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    checkpoints: Annotated[
+        Path | None, typer.Option(help="File of checkpoints from `tianfu audit checkpoint` to compare with.")
+    ] = None,
+) -> None:
     """Check the audit hash chain; exits 1 if any record was edited or deleted."""
     kernel = _kernel()
     with kernel.sessions() as session:
         result = kernel.audit.verify(session)
+        if checkpoints is not None:
+            points = [json.loads(line) for line in checkpoints.read_text().splitlines() if line.strip()]
+            result.problems += kernel.audit.check_checkpoints(session, points)
+            result.ok = not result.problems
         session.rollback()
         kernel.audit.record(
             session,
@@ -321,6 +337,26 @@ def audit_verify() -> None:
     for problem in result.problems:
         err.print(f"  - {problem}")
     raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    append: Annotated[
+        Path | None, typer.Option(help="Append the checkpoint to this file (one JSON per line).")
+    ] = None,
+) -> None:
+    """Print an authenticated checkpoint of the chain's newest record. Keep these where the database's
+    administrators cannot rewrite them (write-once storage, another system's log, paper): later,
+    `tianfu audit verify --checkpoints FILE` shows whether the trail was rolled back or rewritten."""
+    kernel = _kernel()
+    with kernel.sessions() as session:
+        point = kernel.audit.checkpoint(session)
+    kernel.engine.dispose()
+    line = json.dumps(point, sort_keys=True)
+    if append is not None:
+        with append.open("a") as handle:
+            handle.write(line + "\n")
+    sys.stdout.write(line + "\n")
 
 
 @audit_app.command("export")

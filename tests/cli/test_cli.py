@@ -152,3 +152,21 @@ def test_bus_tail_needs_nats(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["bus", "tail"])
     assert result.exit_code == 2
     assert "nats://" in result.output
+
+
+def test_checkpoint_then_verify_against_it(env: dict[str, str], tmp_path: Path, kernel: Kernel) -> None:
+    checkpoints = tmp_path / "checkpoints.jsonl"
+    taken = runner.invoke(app, ["audit", "checkpoint", "--append", str(checkpoints)])
+    assert taken.exit_code == 0, taken.output
+    point = json.loads(taken.output)
+    assert set(point) == {"seq", "hash", "taken_at", "mac"}
+    assert runner.invoke(app, ["audit", "verify", "--checkpoints", str(checkpoints)]).exit_code == 0
+    with kernel.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SET session_replication_role = replica"))
+        else:
+            connection.execute(text("DROP TRIGGER audit_record_no_update"))
+        connection.execute(text("UPDATE audit_record SET hash = 'x' WHERE seq = :seq"), {"seq": point["seq"]})
+    broken = runner.invoke(app, ["audit", "verify", "--checkpoints", str(checkpoints)])
+    assert broken.exit_code == 1
+    assert f"record {point['seq']} differs from checkpoint" in broken.output

@@ -316,3 +316,64 @@ def test_directory(client: TestClient, token_for: Login, demo: Demo) -> None:
     doctors = client.get("/api/v1/practitioners", params={"role": "physician"}, headers=headers).json()
     assert {d["username"] for d in doctors} == {"dr.zhang", "dr.chen", "dr.huang"}
     assert client.get("/api/v1/organizations", headers=token_for("patient.liu")).status_code == 403
+
+
+def test_admin_cannot_give_another_institutions_patient_an_account(
+    client: TestClient, token_for: Login, demo: Demo
+) -> None:
+    response = client.post(
+        "/api/v1/users",
+        headers=token_for("admin.jj"),
+        json={
+            "username": "impostor",
+            "display_name": "x",
+            "role": "patient",
+            "password": "Welcome-2026-ward",
+            "patient_id": demo.patient("李建国").id,
+        },
+    )
+    assert response.status_code == 422
+    assert "another institution" in response.json()["detail"]
+
+
+def test_null_in_a_patient_correction_is_422(client: TestClient, token_for: Login, demo: Demo) -> None:
+    patient_id = demo.patient("吴海燕").id
+    for field in ("name", "phone", "national_id", "gender"):
+        response = client.patch(
+            f"/api/v1/patients/{patient_id}", headers=token_for("admin"), json={field: None}
+        )
+        assert response.status_code == 422, (field, response.text)
+    cleared = client.patch(
+        f"/api/v1/patients/{patient_id}", headers=token_for("admin"), json={"birth_date": None}
+    )
+    assert cleared.status_code == 200
+    assert cleared.json()["birth_date"] is None
+
+
+def test_out_of_range_dates_and_long_ids_are_422(client: TestClient, token_for: Login) -> None:
+    auditor = token_for("auditor")
+    for params in ({"since": "0001-01-01T00:00:00+05:00"}, {"until": "9999-12-31T23:00:00-05:00"}):
+        assert client.get("/api/v1/audit/events", params=params, headers=auditor).status_code == 422
+    assert (
+        client.get(
+            "/fhir/R4/AuditEvent", params={"date": "ge0001-01-01T00:00:00+05:00"}, headers=auditor
+        ).status_code
+        == 422
+    )
+    assert client.get("/fhir/R4/AuditEvent", params={"patient": "x" * 40}, headers=auditor).status_code == 422
+    assert client.get("/api/v1/audit/patients/" + "x" * 40, headers=auditor).status_code == 422
+
+
+def test_double_break_glass_then_read_is_not_a_server_error(
+    client: TestClient, token_for: Login, demo: Demo
+) -> None:
+    headers = token_for("dr.zhang")
+    patient_id = demo.patient("黄玉珍").id
+    for _ in range(2):
+        response = client.post(
+            f"/api/v1/patients/{patient_id}/break-glass",
+            headers=headers,
+            json={"reason": "转诊患者病情危重，需立即查看"},
+        )
+        assert response.status_code == 201
+    assert client.get(f"/fhir/R4/Patient/{patient_id}", headers=headers).status_code == 200

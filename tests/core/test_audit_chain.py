@@ -8,7 +8,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
 from tianfu.core.audit.models import AuditChainHead, AuditPatientLink, AuditRecord
-from tianfu.core.audit.service import Actor, AuditLog, canonical_payload, chain_hash
+from tianfu.core.audit.service import Actor, AuditLog, canonical_payload, chain_hash, head_mac
 from tianfu.core.kernel import Kernel
 
 ACTOR = Actor(user_id="u1", username="nurse.wang", role="nurse", client_ip="10.0.0.7")
@@ -130,6 +130,7 @@ def test_rewriting_the_chain_without_the_key_is_detected(kernel: Kernel, db: Ses
     head = db.get(AuditChainHead, 1)
     assert head is not None
     head.last_hash = prev
+    head.mac = head_mac(b"guessed-key", head.last_seq, prev)
     db.commit()
     assert forger.verify(db).ok  # consistent under the forger's key ...
     assert not kernel.audit.verify(db).ok  # ... but not under the platform's key
@@ -156,3 +157,51 @@ def test_canonical_payload_is_stable_and_covers_every_field(kernel: Kernel, db: 
 def test_invalid_action_type_is_refused(kernel: Kernel, db: Session) -> None:
     with pytest.raises(ValueError, match="action_type"):
         kernel.audit.record(db, actor=ACTOR, action="x.y", action_type="Z")
+
+
+def test_deleting_the_newest_records_and_moving_the_head_back_is_detected(
+    kernel: Kernel, db: Session
+) -> None:
+    _append(kernel, 3)
+    _disable_guards(db)
+    newest = db.scalar(select(func.max(AuditRecord.seq)))
+    survivor = db.get(AuditRecord, newest - 1)
+    assert survivor is not None
+    db.execute(delete(AuditPatientLink).where(AuditPatientLink.seq == newest))
+    db.execute(delete(AuditRecord).where(AuditRecord.seq == newest))
+    head = db.get(AuditChainHead, 1)
+    assert head is not None
+    head.last_seq, head.last_hash = survivor.seq, survivor.hash  # consistent, but without a valid MAC
+    db.commit()
+    result = kernel.audit.verify(db)
+    assert result.problems == [
+        "chain head is not authentic: it was edited (newest records may have been removed)"
+    ]
+
+
+def test_checkpoints_reveal_a_rollback_to_an_earlier_copy(kernel: Kernel, db: Session) -> None:
+    """Restoring an older copy of records and head is consistent in itself; an exported checkpoint is not."""
+    old_head = db.get(AuditChainHead, 1)
+    assert old_head is not None
+    saved = (old_head.last_seq, old_head.last_hash, old_head.mac)
+    db.commit()
+    _append(kernel, 2)
+    checkpoint = kernel.audit.checkpoint(db)
+    db.commit()
+    assert kernel.audit.check_checkpoints(db, [checkpoint]) == []
+    _disable_guards(db)
+    db.execute(delete(AuditPatientLink).where(AuditPatientLink.seq > saved[0]))
+    db.execute(delete(AuditRecord).where(AuditRecord.seq > saved[0]))
+    head = db.get(AuditChainHead, 1)
+    assert head is not None
+    head.last_seq, head.last_hash, head.mac = saved
+    db.commit()
+    assert kernel.audit.verify(db).ok  # the rolled-back copy is self-consistent ...
+    problems = kernel.audit.check_checkpoints(db, [checkpoint])
+    assert problems == [
+        f"record {checkpoint['seq']}, present at checkpoint {checkpoint['taken_at']}, is gone"
+    ]
+    forged = checkpoint | {"hash": "f" * 64}
+    assert kernel.audit.check_checkpoints(db, [forged]) == [
+        f"checkpoint for record {checkpoint['seq']} is not authentic"
+    ]

@@ -192,3 +192,30 @@ async def test_nats_durable_consumer_resumes_where_it_left_off(nats_url: str) ->
     finally:
         await first.delete_stream()
         await first.close()
+
+
+async def test_a_broken_dead_letter_store_does_not_stop_the_consumer() -> None:
+    bus = InProcessBus(retry_delay_s=0.005)
+    await bus.start()
+    attempts = 0
+
+    async def flaky_sink(event: Event, consumer: str, error: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise RuntimeError("database is locked")
+
+    bus.dead_letter_sink = flaky_sink
+    handled: list[str] = []
+
+    async def handler(event: Event) -> None:
+        if event.data["id"] == "poison":
+            raise ValueError("bad")
+        handled.append(event.data["id"])
+
+    await bus.subscribe("tianfu.test.*", "consumer", handler, max_deliver=1)
+    await bus.publish("tianfu.test.x", {"id": "poison"})
+    await bus.publish("tianfu.test.x", {"id": "after"})
+    await _wait_for(lambda: handled == ["after"])
+    assert attempts == 3  # the sink was retried until it worked; nothing was dropped
+    await bus.close()

@@ -190,21 +190,19 @@ def test_role_change_is_audited_and_ends_sessions(kernel: Kernel, db: Session, d
 
 def test_password_change_requires_the_current_password(kernel: Kernel, db: Session) -> None:
     user = db.scalars(select(User).where(User.username == "nurse.wang")).one()
-    actor = identity.actor_for(user, user.username, "")
-    try:
-        identity.set_password(
-            db, kernel.audit, actor=actor, user=user, new_password="Another-pass-77", current_password="wrong"
-        )
-        raise AssertionError("expected AccountError")
-    except identity.AccountError:
-        db.commit()
+    before = _last_seq(db)
+    assert not kernel.auth.reauthenticate(db, user, "wrong-password")
+    db.commit()
+    assert user.failed_login_count == 1  # counts toward the lockout, like a failed sign-in
+    assert _actions(db, before) == ["user.login_failed"]
+    assert kernel.auth.reauthenticate(db, user, DEMO_PASSWORD)
     identity.set_password(
         db,
         kernel.audit,
-        actor=actor,
+        actor=identity.actor_for(user, user.username, ""),
         user=user,
         new_password="Another-pass-77",
-        current_password=DEMO_PASSWORD,
+        by_owner=True,
     )
     db.commit()
     assert _login(kernel, db, "nurse.wang", "Another-pass-77").status == "ok"

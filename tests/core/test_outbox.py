@@ -155,3 +155,32 @@ async def test_kernel_outbox_over_nats(nats_url: str, settings: Settings) -> Non
         await worker.close()
         await kernel.bus.delete_stream()  # type: ignore[attr-defined]
         await kernel.stop()
+
+
+async def test_an_event_the_bus_keeps_refusing_goes_to_dead_letters(kernel: Kernel) -> None:
+    from tianfu.core.bus.outbox import MAX_ATTEMPTS
+
+    original = kernel.bus.publish_event
+
+    async def refuse_big(event: Event) -> None:
+        if event.data.get("big"):
+            raise ValueError("maximum payload exceeded")
+        await original(event)
+
+    kernel.bus.publish_event = refuse_big  # type: ignore[method-assign]
+    with kernel.sessions() as session:
+        enqueue(session, "tianfu.test.big", {"big": True})
+        enqueue(session, "tianfu.test.small", {"big": False})
+        session.commit()
+    await kernel.bus.start()
+    published = 0
+    for _ in range(MAX_ATTEMPTS + 1):
+        published += await kernel.outbox.flush()
+    assert published == 1  # the small event got through once the big one was set aside
+    with kernel.sessions() as session:
+        row = session.scalars(select(DeadLetter)).one()
+        assert row.source == "outbox"
+        assert "maximum payload exceeded" in row.reason
+        pending = select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None))
+        assert session.scalar(pending) == 0
+    await kernel.bus.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import Demo
@@ -77,8 +77,15 @@ def test_admit_transfer_discharge(kernel: Kernel, db: Session, demo: Demo) -> No
     with pytest.raises(Conflict, match="already admitted"):
         service.admit(db, kernel.audit, nurse, patient_id, ward_id=card1.id)
     db.rollback()
+    with pytest.raises(Forbidden, match="own wards"):  # moving to another ward is the physician's call
+        service.transfer(db, kernel.audit, nurse, encounter.id, ward_id=demo.ward("RESP").id, bed_id=None)
     moved = service.transfer(
-        db, kernel.audit, nurse, encounter.id, ward_id=demo.ward("RESP").id, bed_id=demo.bed("RESP-09").id
+        db,
+        kernel.audit,
+        principal(db, "dr.zhang"),
+        encounter.id,
+        ward_id=demo.ward("RESP").id,
+        bed_id=demo.bed("RESP-09").id,
     )
     db.commit()
     assert moved.ward_id == demo.ward("RESP").id
@@ -90,7 +97,7 @@ def test_admit_transfer_discharge(kernel: Kernel, db: Session, demo: Demo) -> No
     db.commit()
     assert done.status == "finished"
     assert done.period_end is not None
-    subjects = list(db.scalars(select(OutboxEvent.subject).order_by(OutboxEvent.created_at)))
+    subjects = list(db.scalars(select(OutboxEvent.subject).order_by(OutboxEvent.seq)))
     assert subjects[-3:] == [
         "tianfu.encounter.admitted",
         "tianfu.encounter.transferred",
@@ -204,3 +211,56 @@ def test_encounters_are_listed_within_the_care_relationship(kernel: Kernel, db: 
     assert total == 5  # four current stays and 李建国's earlier one
     assert {e.ward_id for e in rows} == {rows[0].ward_id}
     assert all(isinstance(e, Encounter) for e in rows)
+
+
+def test_staff_cannot_move_or_discharge_patients_they_do_not_care_for(
+    kernel: Kernel, db: Session, demo: Demo
+) -> None:
+    """Writes are guarded at least as strictly as reads; refusals are audited."""
+    respiratory_nurse = principal(db, "nurse.li")
+    patient_id = demo.patient("李建国").id
+    stay = db.scalars(
+        select(Encounter).where(Encounter.patient_id == patient_id, Encounter.status == "in-progress")
+    ).one()
+    db.commit()
+    with pytest.raises(Forbidden, match="do not care"):
+        service.transfer(
+            db, kernel.audit, respiratory_nurse, stay.id, ward_id=demo.ward("RESP").id, bed_id=None
+        )
+    with pytest.raises(Forbidden, match="do not care"):
+        service.discharge(db, kernel.audit, respiratory_nurse, stay.id)
+    refusals = db.scalars(
+        select(AuditRecord.action).where(
+            AuditRecord.outcome == 4, AuditRecord.action.startswith("encounter.")
+        )
+    ).all()
+    assert refusals == ["encounter.transfer", "encounter.discharge"]
+    db.commit()
+    with pytest.raises(Forbidden):
+        service.discharge(db, kernel.audit, principal(db, "dr.huang"), stay.id)  # another institution
+
+
+def test_automatic_mrn_skips_numbers_typed_in_by_hand(kernel: Kernel, db: Session) -> None:
+    count = db.scalar(
+        select(func.count()).select_from(service.Patient).where(service.Patient.mrn.startswith("TFRM-"))
+    )
+    db.commit()
+    _new_patient(kernel, db, mrn=f"TFRM-{count + 1:06d}")
+    second = db.get(service.Patient, _new_patient(kernel, db))
+    assert second is not None
+    assert second.mrn == f"TFRM-{count + 2:06d}"
+
+
+def test_breaking_the_glass_twice_extends_one_grant(kernel: Kernel, db: Session, demo: Demo) -> None:
+    doctor = principal(db, "dr.zhang")
+    patient_id = demo.patient("陈淑华").id
+    first = service.break_glass(
+        db, kernel.audit, doctor, patient_id, reason="患者突发胸痛需立即查看", minutes=60
+    )
+    db.commit()
+    second = service.break_glass(
+        db, kernel.audit, doctor, patient_id, reason="病情仍在变化，继续查看", minutes=60
+    )
+    db.commit()
+    assert first.id == second.id
+    assert service.read_patient(db, kernel.audit, doctor, patient_id).name == "陈淑华"

@@ -252,3 +252,13 @@ def test_second_factor_enrolment_and_sign_in(strict_client: TestClient, db: Sess
     strict_client.cookies.clear()
     again = sign_in(strict_client, "dr.zhang")
     assert again.headers["location"].startswith("/login/mfa")  # type: ignore[attr-defined]
+
+
+def test_account_messages_survive_the_fragment(client: TestClient) -> None:
+    sign_in(client, "nurse.wang")
+    token = csrf(client, "/account")
+    wrong = client.post(
+        "/account/totp/disable", data={"csrf_token": token, "password": "not-mine"}, follow_redirects=False
+    )
+    assert wrong.headers["location"].startswith("/account?msg=")
+    assert wrong.headers["location"].endswith("#totp")

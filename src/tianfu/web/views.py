@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -34,8 +34,8 @@ from tianfu.core.http.deps import (
     resolve_auth_session,
 )
 from tianfu.core.i18n import _
-from tianfu.core.identity import passwords, totp
 from tianfu.core.identity import service as identity
+from tianfu.core.identity import totp
 from tianfu.core.identity.models import AuthSession, User
 from tianfu.core.kernel import Kernel
 from tianfu.core.patients import service as patients
@@ -64,7 +64,14 @@ def _safe_next(target: str | None) -> str:
 
 def _redirect(url: str, message: str = "") -> RedirectResponse:
     if message:
-        url += ("&" if "?" in url else "?") + "msg=" + quote(message)
+        path, _, fragment = url.partition("#")
+        url = (
+            path
+            + ("&" if "?" in path else "?")
+            + "msg="
+            + quote(message)
+            + (f"#{fragment}" if fragment else "")
+        )
     return RedirectResponse(url, status_code=303)
 
 
@@ -289,7 +296,7 @@ def logout(request: Request, kernel: KernelDep, session: DbDep, principal: Signe
 
 
 @router.get("/")
-def home(request: Request, session: DbDep, principal: Signed) -> Response:
+def home(request: Request, kernel: KernelDep, session: DbDep, principal: Signed) -> Response:
     installed = {m.key: m for m in installed_modules()}
     tiles = [{"capability": c, "module": installed.get(c.key)} for c in CAPABILITIES]
     context: dict[str, Any] = {"tiles": tiles}
@@ -315,8 +322,12 @@ def home(request: Request, session: DbDep, principal: Signed) -> Response:
             session, audit_service.search(action_prefix="user.locked", since=since)
         )
         context["break_glass"] = session.scalars(
-            audit_service.search(action_prefix="patient.break_glass").limit(10)
+            audit_service.search(
+                action_prefix="patient.break_glass", since=utcnow() - timedelta(days=7)
+            ).limit(50)
         ).all()
+        record_meta_access(session, kernel.audit, principal, "audit.dashboard")
+        session.commit()
     if principal.can(Permission.DEAD_LETTER_MANAGE):
         context["dead_letters"] = session.scalar(
             select(func.count()).select_from(DeadLetter).where(DeadLetter.resolved_at.is_(None))
@@ -794,7 +805,7 @@ def user_reset_password(
             actor=principal.actor,
             user=user,
             new_password=new_password,
-            current_password=None,
+            by_owner=False,
         )
     except identity.AccountError as exc:
         session.rollback()
@@ -930,7 +941,11 @@ def audit_verify(request: Request, kernel: KernelDep, session: DbDep, principal:
 
 @router.get("/audit/patients/{patient_id}")
 def audit_patient(
-    request: Request, kernel: KernelDep, session: DbDep, principal: Auditor, patient_id: str
+    request: Request,
+    kernel: KernelDep,
+    session: DbDep,
+    principal: Auditor,
+    patient_id: Annotated[str, Path(max_length=36)],
 ) -> Response:
     entries, total = access_log_entries(session, patient_id, 500, 0)
     record_meta_access(session, kernel.audit, principal, "audit.patient_log", patient_id=patient_id)
@@ -974,17 +989,15 @@ def account_password(
     user = session.get(User, principal.user_id)
     if user is None:
         raise NotFound("account no longer exists")
+    if not kernel.auth.reauthenticate(session, user, current_password, client_ip=principal.client_ip):
+        session.commit()  # keeps the audit record (and the failure count) of the wrong password
+        return _redirect("/account", _("⚠ Wrong password."))
     try:
         identity.set_password(
-            session,
-            kernel.audit,
-            actor=principal.actor,
-            user=user,
-            new_password=new_password,
-            current_password=current_password,
+            session, kernel.audit, actor=principal.actor, user=user, new_password=new_password, by_owner=True
         )
     except identity.AccountError as exc:
-        session.commit()  # keeps the audit record of a wrong current password
+        session.rollback()
         return _redirect("/account", f"⚠ {exc}")
     session.commit()
     return _redirect("/login", _("Password changed. Please sign in again."))
@@ -1026,8 +1039,8 @@ def account_totp_disable(
         raise NotFound("account no longer exists")
     if user.role in kernel.settings.totp_required_roles:
         return _redirect("/account#totp", _("⚠ Your role must use a second factor."))
-    ok, _unused = passwords.verify_password(user.password_hash, password)
-    if not ok:
+    if not kernel.auth.reauthenticate(session, user, password, client_ip=principal.client_ip):
+        session.commit()
         return _redirect("/account#totp", _("⚠ Wrong password."))
     identity.disable_totp(session, kernel.audit, actor=principal.actor, user=user)
     session.commit()

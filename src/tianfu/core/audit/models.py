@@ -46,10 +46,14 @@ class AuditPatientLink(Base):
 
 
 class AuditChainHead(Base):
-    """One row: the last sequence number and hash, so that deleting the newest records is detected."""
+    """One row: the last sequence number and hash, so that deleting the newest records is detected.
+
+    ``mac`` authenticates the pair with the chain key: without the key, the head cannot be moved back.
+    """
 
     __tablename__ = "audit_chain_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer)
     last_hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64), default="")

@@ -2,7 +2,11 @@
 
 Each record's hash is HMAC-SHA256(key, previous hash || canonical JSON of the record). Editing a
 record breaks its own hash; deleting one breaks the sequence and the next record's link; deleting the
-newest ones disagrees with the chain head; and without the key, nobody can forge a consistent chain.
+newest ones disagrees with the chain head, whose own MAC cannot be recomputed without the key; and
+without the key nobody can forge a consistent chain. What the database alone cannot show is a roll-back
+of the whole database (records and head) to an earlier copy: for that, export checkpoints regularly
+(``tianfu audit checkpoint``) to storage the database administrators cannot rewrite, and verify against
+them (``tianfu audit verify --checkpoints FILE``).
 Appends take a row lock on the chain head (PostgreSQL) or run inside SQLite's single write lock, in
 the same transaction as the change they describe, so an audited write and its record commit together.
 """
@@ -72,6 +76,14 @@ def chain_hash(key: bytes, prev_hash: str, record: AuditRecord) -> str:
     return hmac.new(key, prev_hash.encode() + canonical_payload(record), hashlib.sha256).hexdigest()
 
 
+def head_mac(key: bytes, last_seq: int, last_hash: str) -> str:
+    return hmac.new(key, f"head:{last_seq}:{last_hash}".encode(), hashlib.sha256).hexdigest()
+
+
+def checkpoint_mac(key: bytes, seq: int, record_hash: str) -> str:
+    return hmac.new(key, f"checkpoint:{seq}:{record_hash}".encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -132,11 +144,39 @@ class AuditLog:
         session.add_all(AuditPatientLink(patient_id=p, seq=record.seq) for p in unique_patients)
         head.last_seq = record.seq
         head.last_hash = record.hash
+        head.mac = head_mac(self._key, record.seq, record.hash)
         session.flush()
         return record
 
+    def checkpoint(self, session: Session) -> dict[str, Any]:
+        """The newest record's sequence number and hash, authenticated, for storage outside the database."""
+        head = _current_head(session)
+        if head is None or head.last_seq == 0:
+            raise ValueError("the audit chain is empty")
+        return {
+            "seq": head.last_seq,
+            "hash": head.last_hash,
+            "taken_at": _iso(utcnow()),
+            "mac": checkpoint_mac(self._key, head.last_seq, head.last_hash),
+        }
+
+    def check_checkpoints(self, session: Session, checkpoints: Iterable[dict[str, Any]]) -> list[str]:
+        """Problems found comparing the chain with earlier exported checkpoints (empty: consistent)."""
+        problems = []
+        for point in checkpoints:
+            seq, expected = int(point["seq"]), str(point["hash"])
+            if not hmac.compare_digest(str(point.get("mac", "")), checkpoint_mac(self._key, seq, expected)):
+                problems.append(f"checkpoint for record {seq} is not authentic")
+                continue
+            record_hash = session.scalar(select(AuditRecord.hash).where(AuditRecord.seq == seq))
+            if record_hash is None:
+                problems.append(f"record {seq}, present at checkpoint {point.get('taken_at')}, is gone")
+            elif record_hash != expected:
+                problems.append(f"record {seq} differs from checkpoint {point.get('taken_at')}")
+        return problems
+
     def verify(self, session: Session, *, batch: int = 2000) -> VerifyResult:
-        head = session.get(AuditChainHead, 1)
+        head = _current_head(session)
         if head is None:
             return VerifyResult(ok=False, checked=0, last_seq=0, problems=["the chain head row is missing"])
         problems: list[str] = []
@@ -166,7 +206,19 @@ class AuditLog:
                 f"chain head says record {head.last_seq} is the newest, found {last_seq}: "
                 "newest records were deleted or the head was edited"
             )
+        if head.last_seq > 0 and not hmac.compare_digest(
+            head.mac, head_mac(self._key, head.last_seq, head.last_hash)
+        ):
+            problems.append(
+                "chain head is not authentic: it was edited (newest records may have been removed)"
+            )
         return VerifyResult(ok=not problems, checked=checked, last_seq=last_seq, problems=problems)
+
+
+def _current_head(session: Session) -> AuditChainHead | None:
+    return session.scalars(
+        select(AuditChainHead).where(AuditChainHead.id == 1).execution_options(populate_existing=True)
+    ).one_or_none()
 
 
 def _record_batches(session: Session, batch: int) -> Iterator[Sequence[AuditRecord]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
 from tianfu.core.audit import service
@@ -173,7 +173,7 @@ def patient_access_log(
     kernel: KernelDep,
     session: DbDep,
     principal: Auditor,
-    patient_id: str,
+    patient_id: Annotated[str, Path(max_length=36)],
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AccessLogEntry]:

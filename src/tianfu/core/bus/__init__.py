@@ -11,6 +11,7 @@ NATS wildcards: ``*`` matches one token, ``>`` the rest.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 SUBJECT_ROOT = "tianfu"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,22 @@ class EventBus(ABC):
     @abstractmethod
     async def healthy(self) -> bool: ...
 
-    async def _dead_letter(self, event: Event, durable: str, error: str) -> None:
-        if self.dead_letter_sink is not None:
+    async def _dead_letter(self, event: Event, durable: str, error: str) -> bool:
+        """Hand a poison event to the sink; False if that failed too (the caller then keeps the event)."""
+        if self.dead_letter_sink is None:
+            log.error(
+                "consumer %s gave up on event %s (%s) and no dead-letter sink is set",
+                durable,
+                event.id,
+                error,
+            )
+            return True
+        try:
             await self.dead_letter_sink(event, durable, error)
+        except Exception:
+            log.exception("could not dead-letter event %s for %s", event.id, durable)
+            return False
+        return True
 
 
 def make_bus(url: str, *, stream: str = "TIANFU") -> EventBus:

@@ -92,7 +92,9 @@ class InProcessBus(EventBus):
     async def _run(self, consumer: _Consumer) -> None:
         while True:
             event = await consumer.queue.get()
-            for delivery in range(1, consumer.max_deliver + 1):
+            delivery = 0
+            while True:
+                delivery += 1
                 try:
                     await consumer.handler(replace(event, delivery=delivery))
                     break
@@ -106,7 +108,9 @@ class InProcessBus(EventBus):
                         delivery,
                         exc,
                     )
-                    if delivery == consumer.max_deliver:
-                        await self._dead_letter(event, consumer.durable, f"{type(exc).__name__}: {exc}")
-                    else:
-                        await asyncio.sleep(self._retry_delay_s * delivery)
+                    if delivery >= consumer.max_deliver and await self._dead_letter(
+                        event, consumer.durable, f"{type(exc).__name__}: {exc}"
+                    ):
+                        break
+                    # Back off and retry; if even the dead-letter store failed, keep the event and retry.
+                    await asyncio.sleep(self._retry_delay_s * min(delivery, 20))

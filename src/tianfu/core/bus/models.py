@@ -8,15 +8,19 @@ from typing import Any
 from sqlalchemy import JSON, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tianfu.core.db import Base, IdColumn, UTCDateTime, utcnow
+from tianfu.core.db import Base, UTCDateTime, new_id, utcnow
 
 
 class OutboxEvent(Base):
-    """An event written in the same transaction as the change it announces; a relay publishes it."""
+    """An event written in the same transaction as the change it announces; a relay publishes it.
+
+    ``seq`` orders publication (insertion order; ids are random). ``id`` is the event id on the bus.
+    """
 
     __tablename__ = "outbox_event"
 
-    id: Mapped[str] = IdColumn()
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
     subject: Mapped[str] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

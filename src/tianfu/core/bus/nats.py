@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -113,7 +115,7 @@ class NatsJetStreamBus(EventBus):
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            max_deliver=max_deliver,
+            max_deliver=-1,  # we count deliveries ourselves: an event leaves only when dead-lettered
             ack_wait=ack_wait_s,
             filter_subject=subject_filter,
         )
@@ -142,30 +144,37 @@ class NatsJetStreamBus(EventBus):
                 await asyncio.sleep(1.0)
                 continue
             for msg in messages:
-                delivery = msg.metadata.num_delivered
-                try:
-                    event = Event.from_bytes(msg.data, delivery=delivery)
-                except Exception as exc:
-                    log.error("undecodable message on %s for %s: %s", msg.subject, durable, exc)
-                    await self._dead_letter(
-                        Event(subject=msg.subject, data={"raw": msg.data.decode(errors="replace")}),
-                        durable,
-                        f"undecodable: {exc}",
-                    )
-                    await msg.term()
-                    continue
-                try:
-                    await handler(event)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning(
-                        "consumer %s failed on %s (delivery %d): %s", durable, event.id, delivery, exc
-                    )
-                    if delivery >= max_deliver:
-                        await self._dead_letter(event, durable, f"{type(exc).__name__}: {exc}")
-                        await msg.term()
-                    else:
-                        await msg.nak(delay=min(0.1 * 2**delivery, 10.0))
-                    continue
-                await msg.ack()
+                await self._handle(msg, durable, handler, max_deliver)
+
+    async def _handle(self, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+        """Process one message; acknowledgement failures leave it to JetStream's redelivery."""
+        delivery = msg.metadata.num_delivered
+        try:
+            event = Event.from_bytes(msg.data, delivery=delivery)
+        except Exception as exc:
+            log.error("undecodable message on %s for %s: %s", msg.subject, durable, exc)
+            raw = Event(subject=msg.subject, data={"raw": msg.data.decode(errors="replace")})
+            if await self._dead_letter(raw, durable, f"undecodable: {exc}"):
+                await _settle(msg.term())
+            return
+        try:
+            await handler(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("consumer %s failed on %s (delivery %d): %s", durable, event.id, delivery, exc)
+            if delivery >= max_deliver and await self._dead_letter(
+                event, durable, f"{type(exc).__name__}: {exc}"
+            ):
+                await _settle(msg.term())
+            else:
+                await _settle(msg.nak(delay=min(0.1 * 2**delivery, 10.0)))
+            return
+        await _settle(msg.ack())
+
+
+async def _settle(acknowledgement: Awaitable[None]) -> None:
+    try:
+        await acknowledgement
+    except Exception as exc:  # disconnected: JetStream redelivers after ack_wait; consumers are idempotent
+        log.warning("could not acknowledge a message: %s", exc)

@@ -13,14 +13,17 @@ import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tianfu.core.bus import Event, EventBus, validate_subject
 from tianfu.core.bus.models import OutboxEvent
 from tianfu.core.db import utcnow
+from tianfu.core.deadletter import service as deadletters
 
 log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 20  # then the event goes to the dead-letter store
+RELAY_LOCK_KEY = 0x7469616E6675  # "tianfu": the advisory lock that lets one relay publish at a time
 
 
 def enqueue(session: Session, subject: str, data: dict[str, Any]) -> OutboxEvent:
@@ -70,49 +73,97 @@ class OutboxRelay:
             self._wake.clear()
 
     async def flush(self, batch: int = 200) -> int:
-        """Publish pending events in commit order; returns how many were published."""
+        """Publish pending events in insertion order; returns how many were published.
+
+        On PostgreSQL several processes run a relay; an advisory lock lets one of them publish at a time
+        (the others find the lock taken and wait for their next turn), which keeps the order.
+        """
+        lock = await asyncio.to_thread(self._try_lock)
+        if lock is False:
+            return 0
+        try:
+            return await self._flush(batch)
+        finally:
+            if lock is not True:
+                await asyncio.to_thread(lock.close)
+
+    async def _flush(self, batch: int) -> int:
         published = 0
         while True:
             rows = await asyncio.to_thread(self._claim, batch)
             if not rows:
                 return published
-            done: list[str] = []
-            error: tuple[str, str] | None = None
-            for row_id, subject, data, created_at in rows:
+            done: list[int] = []
+            failure: tuple[int, str, int] | None = None
+            for seq, event_id, subject, data, created_at, attempts in rows:
                 try:
                     await self._bus.publish_event(
-                        Event(subject=subject, data=data, id=row_id, occurred_at=created_at)
+                        Event(subject=subject, data=data, id=event_id, occurred_at=created_at)
                     )
-                    done.append(row_id)
+                    done.append(seq)
                 except Exception as exc:
-                    error = (row_id, f"{type(exc).__name__}: {exc}")
+                    failure = (seq, f"{type(exc).__name__}: {exc}", attempts)
                     break  # keep order: later events wait for this one
-            await asyncio.to_thread(self._mark, done, error)
+            await asyncio.to_thread(self._mark, done, failure)
             published += len(done)
-            if error is not None:
+            if failure is not None:
                 return published
 
-    def _claim(self, batch: int) -> list[tuple[str, str, dict[str, Any], Any]]:
+    def _try_lock(self) -> Any:
+        """True where no lock is needed (SQLite: one process), a connection holding the lock, or False."""
+        engine = self._sessions.kw["bind"]
+        if engine.dialect.name != "postgresql":
+            return True
+        connection = engine.connect()
+        if connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": RELAY_LOCK_KEY}).scalar():
+            connection.commit()
+            return connection  # closing the connection releases the lock
+        connection.close()
+        return False
+
+    def _claim(self, batch: int) -> list[tuple[int, str, str, dict[str, Any], Any, int]]:
         with self._sessions() as session:
             query = (
-                select(OutboxEvent.id, OutboxEvent.subject, OutboxEvent.data, OutboxEvent.created_at)
+                select(
+                    OutboxEvent.seq,
+                    OutboxEvent.id,
+                    OutboxEvent.subject,
+                    OutboxEvent.data,
+                    OutboxEvent.created_at,
+                    OutboxEvent.attempts,
+                )
                 .where(OutboxEvent.published_at.is_(None))
-                .order_by(OutboxEvent.created_at, OutboxEvent.id)
+                .order_by(OutboxEvent.seq)
                 .limit(batch)
             )
             return [tuple(row) for row in session.execute(query)]
 
-    def _mark(self, done: list[str], error: tuple[str, str] | None) -> None:
+    def _mark(self, done: list[int], failure: tuple[int, str, int] | None) -> None:
         with self._sessions() as session, session.begin():
+            now = utcnow()
             if done:
                 session.execute(
                     update(OutboxEvent)
-                    .where(OutboxEvent.id.in_(done))
-                    .values(published_at=utcnow(), attempts=OutboxEvent.attempts + 1)
+                    .where(OutboxEvent.seq.in_(done))
+                    .values(published_at=now, attempts=OutboxEvent.attempts + 1)
                 )
-            if error is not None:
-                session.execute(
-                    update(OutboxEvent)
-                    .where(OutboxEvent.id == error[0])
-                    .values(attempts=OutboxEvent.attempts + 1, last_error=error[1][:2000])
+            if failure is None:
+                return
+            seq, error, attempts = failure
+            row = session.get(OutboxEvent, seq)
+            if row is None:
+                return
+            row.attempts = attempts + 1
+            row.last_error = error[:2000]
+            if row.attempts >= MAX_ATTEMPTS:
+                # An event the bus keeps refusing (too large, say) must not hold back every later one.
+                deadletters.store(
+                    session,
+                    source="outbox",
+                    reason=f"not publishable after {row.attempts} attempts: {error}",
+                    payload=Event(
+                        subject=row.subject, data=row.data, id=row.id, occurred_at=row.created_at
+                    ).to_bytes(),
+                    meta={"subject": row.subject, "event_id": row.id},
                 )
+                row.published_at = now

@@ -6,7 +6,7 @@ Search follows FHIR's lenient handling: unknown parameters are ignored and left 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -408,7 +408,8 @@ def _date_bounds(values: list[str]) -> tuple[datetime | None, datetime | None]:
         prefix, value = (raw[:2], raw[2:]) if raw[:2] in {"ge", "gt", "le", "lt", "eq"} else ("eq", raw)
         try:
             moment = datetime.fromisoformat(value if "T" in value else value + "T00:00:00+00:00")
-        except ValueError as exc:
+            moment.astimezone(UTC)  # out-of-range values (year 1 minus an offset) fail here
+        except (ValueError, OverflowError) as exc:
             raise Invalid(
                 f"date must be an ISO date or dateTime with an optional ge/gt/le/lt prefix: {raw}"
             ) from exc
@@ -438,6 +439,8 @@ def search_audit_event(
 ) -> FhirResponse:
     since, until = _date_bounds(date or [])
     patient_id = _reference_id(patient, "Patient")
+    if patient_id and len(patient_id) > 36:
+        raise Invalid("patient must be a Patient id or reference")
     query = audit_service.search(
         patient_id=patient_id, actor_username=agent, action_prefix=subtype, since=since, until=until
     )

@@ -75,7 +75,9 @@ class Authenticator:
     ) -> LoginOutcome:
         """Check a password (and for API logins the TOTP code); the caller commits."""
         now = utcnow()
-        user = session.scalar(select(User).where(User.username == username.strip().lower()))
+        # Locked for the rest of the transaction, so that concurrent guesses count one after another and a
+        # TOTP code cannot be used twice (PostgreSQL; SQLite transactions already run one at a time).
+        user = session.scalar(select(User).where(User.username == username.strip().lower()).with_for_update())
         actor = actor_for(user, username, client_ip)
         if user is not None and user.locked_until is not None and user.locked_until > now:
             passwords.verify_password(None, password)  # same cost as a real check
@@ -118,7 +120,12 @@ class Authenticator:
         self, session: Session, auth: AuthSession, code: str, *, client_ip: str = "", user_agent: str = ""
     ) -> LoginOutcome:
         """Second step of a web login: a valid code replaces the pending session with a full one."""
-        user = auth.user
+        user = session.scalars(
+            select(User)
+            .where(User.id == auth.user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
         actor = actor_for(user, user.username, client_ip)
         now = utcnow()
         if user.locked_until is not None and user.locked_until > now:
@@ -223,6 +230,21 @@ class Authenticator:
             resource_type="User",
             resource_id=actor.user_id or "",
         )
+
+    def reauthenticate(self, session: Session, user: User, password: str, *, client_ip: str = "") -> bool:
+        """Confirm a signed-in user's password before a sensitive change. A wrong password is audited and
+        counts toward the lockout, so that a hijacked session cannot be used to guess it."""
+        ok, _ = passwords.verify_password(user.password_hash, password)
+        if ok:
+            return True
+        self._bad_credentials(
+            session,
+            user,
+            actor_for(user, user.username, client_ip),
+            utcnow(),
+            "wrong password when confirming a change",
+        )
+        return False
 
     # --- sessions ------------------------------------------------------------------------------------
 
@@ -329,6 +351,8 @@ def create_user(session: Session, audit: AuditLog, *, actor: Actor, new: NewUser
         patient = session.get(Patient, new.patient_id)
         if patient is None or patient.voided:
             raise AccountError("unknown patient record")
+        if organization_id and patient.managing_organization_id != organization_id:
+            raise AccountError("that patient is registered at another institution")
         if session.scalar(select(User.id).where(User.patient_id == patient.id)):
             raise AccountError("this patient already has an account")
         organization_id = patient.managing_organization_id
@@ -446,23 +470,10 @@ def set_password(
     actor: Actor,
     user: User,
     new_password: str,
-    current_password: str | None,
+    by_owner: bool,
 ) -> None:
-    """Change one's own password (``current_password`` required) or reset another's (admin)."""
-    if current_password is not None:
-        ok, _ = passwords.verify_password(user.password_hash, current_password)
-        if not ok:
-            audit.record(
-                session,
-                actor=actor,
-                action="user.password_change",
-                action_type="U",
-                outcome=OUTCOME_MINOR_FAILURE,
-                outcome_desc="current password wrong",
-                resource_type="User",
-                resource_id=user.id,
-            )
-            raise AccountError("current password is wrong")
+    """Set a new password: the owner's change (after :meth:`Authenticator.reauthenticate`) or an
+    administrator's reset. Either way every session of the account ends."""
     try:
         passwords.check_policy(new_password, username=user.username)
     except passwords.WeakPassword as exc:
@@ -473,7 +484,7 @@ def set_password(
     audit.record(
         session,
         actor=actor,
-        action="user.password_change" if current_password is not None else "user.password_reset",
+        action="user.password_change" if by_owner else "user.password_reset",
         action_type="U",
         resource_type="User",
         resource_id=user.id,

@@ -96,6 +96,9 @@ def me(session: DbDep, principal: Self) -> MeOut:
 )
 def change_password(kernel: KernelDep, session: DbDep, principal: Self, body: PasswordChange) -> None:
     user = _user(session, principal.user_id)
+    if not kernel.auth.reauthenticate(session, user, body.current_password, client_ip=principal.client_ip):
+        session.commit()  # keep the audit record (and the failure count) of the wrong password
+        raise Invalid("current password is wrong")
     try:
         service.set_password(
             session,
@@ -103,10 +106,9 @@ def change_password(kernel: KernelDep, session: DbDep, principal: Self, body: Pa
             actor=principal.actor,
             user=user,
             new_password=body.new_password,
-            current_password=body.current_password,
+            by_owner=True,
         )
     except service.AccountError as exc:
-        session.commit()  # keep the audit record of the failed attempt
         raise Invalid(str(exc)) from exc
     session.commit()
 
@@ -200,7 +202,7 @@ def reset_password(
             actor=principal.actor,
             user=user,
             new_password=body.new_password,
-            current_password=None,
+            by_owner=False,
         )
     except service.AccountError as exc:
         raise Invalid(str(exc)) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tianfu.core.http.schemas import IsoDate, RequestModel, ResponseModel
 from tianfu.core.patients.models import Encounter, Location, Patient
@@ -126,6 +126,15 @@ class PatientUpdate(RequestModel):
     national_id: str | None = Field(None, max_length=18)
     phone: str | None = Field(None, max_length=40)
     address: str | None = Field(None, max_length=300)
+
+    @model_validator(mode="after")
+    def _only_birth_date_may_be_cleared(self) -> PatientUpdate:
+        cleared = [
+            name for name in self.model_fields_set if getattr(self, name) is None and name != "birth_date"
+        ]
+        if cleared:
+            raise ValueError(f"{', '.join(sorted(cleared))} cannot be empty (null)")
+        return self
 
 
 class AdmitRequest(RequestModel):

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from tianfu.core.audit.service import OUTCOME_MINOR_FAILURE, AuditLog
@@ -280,10 +281,23 @@ def _valid_chinese_id(value: str) -> bool:
 
 
 def _next_mrn(session: Session, organization: Organization) -> str:
-    count = session.scalar(
-        select(func.count()).select_from(Patient).where(Patient.managing_organization_id == organization.id)
+    """The next free number after the count of patients (skipping numbers typed in by hand)."""
+    number = (
+        session.scalar(
+            select(func.count())
+            .select_from(Patient)
+            .where(Patient.managing_organization_id == organization.id)
+        )
+        or 0
     )
-    return f"{organization.code}-{(count or 0) + 1:06d}"
+    while True:
+        number += 1
+        mrn = f"{organization.code}-{number:06d}"
+        taken = session.scalar(
+            select(Patient.id).where(Patient.managing_organization_id == organization.id, Patient.mrn == mrn)
+        )
+        if taken is None:
+            return mrn
 
 
 def register_patient(
@@ -312,8 +326,12 @@ def register_patient(
         phone=fields.phone.strip(),
         address=fields.address.strip(),
     )
-    session.add(patient)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(patient)
+            session.flush()
+    except IntegrityError as exc:  # another registration took the same MRN a moment ago
+        raise Conflict(f"MRN {mrn} was just taken; please submit again") from exc
     audit.record(
         session,
         actor=principal.actor,
@@ -378,15 +396,16 @@ def _jsonable(value: Any, key: str) -> Any:
 
 
 def _ward_and_bed(
-    session: Session, principal: Principal, ward_id: str, bed_id: str | None, *, admitting: bool
+    session: Session, principal: Principal, ward_id: str, bed_id: str | None
 ) -> tuple[Location, Location | None]:
     ward = session.get(Location, ward_id)
     if ward is None or ward.kind != "ward" or not ward.active:
         raise Invalid("unknown ward")
     if ward.organization_id != principal.organization_id:
-        raise Forbidden("you can only admit to wards of your own institution")
-    if admitting and principal.role == Role.NURSE and ward.id not in principal.ward_ids:
-        raise Forbidden("nurses admit into their own wards")
+        raise Forbidden("you can only place patients in wards of your own institution")
+    if principal.role == Role.NURSE and ward.id not in principal.ward_ids:
+        # Moving a patient to another ward is a physician's or the registration office's decision.
+        raise Forbidden("nurses admit and transfer only into their own wards")
     bed = None
     if bed_id:
         bed = session.get(Location, bed_id)
@@ -411,17 +430,50 @@ def _is_inside(session: Session, location: Location, ancestor_id: str) -> bool:
     return False
 
 
-def _can_manage_encounters(session: Session, principal: Principal, patient: Patient) -> None:
-    if principal.role == Role.ADMIN and patient.managing_organization_id == principal.organization_id:
+def _refuse(
+    session: Session, audit: AuditLog, principal: Principal, patient_id: str, action: str, why: str
+) -> None:
+    """Audit a refused change, commit that record, and raise."""
+    session.rollback()
+    audit.record(
+        session,
+        actor=principal.actor,
+        action=action,
+        action_type="U",
+        outcome=OUTCOME_MINOR_FAILURE,
+        outcome_desc=f"denied: {why}",
+        resource_type="Patient",
+        resource_id=patient_id,
+        patient_ids=[patient_id],
+        purpose=principal.purpose,
+    )
+    session.commit()
+    raise Forbidden(why)
+
+
+def _check_admission_rights(
+    session: Session, audit: AuditLog, principal: Principal, patient: Patient
+) -> None:
+    """Admitting: registration staff of the patient's institution, or its clinicians (the admission then
+    creates the care relationship; nurses admit only into their own wards, checked with the ward)."""
+    same_institution = patient.managing_organization_id == principal.organization_id
+    if principal.role in CLINICAL_ROLES | {Role.ADMIN} and same_institution:
         return
-    if principal.role in CLINICAL_ROLES:
-        # Staff may admit a patient registered at their institution (that creates the care relationship;
-        # the ward checks follow), or one they already care for.
-        if patient.managing_organization_id == principal.organization_id:
-            return
-        if access.decide(session, principal, patient.id).allowed:
-            return
-    raise Forbidden("you cannot manage encounters of this patient")
+    if principal.role in CLINICAL_ROLES and access.decide(session, principal, patient.id).allowed:
+        return
+    _refuse(session, audit, principal, patient.id, "encounter.admit", "you cannot admit this patient")
+
+
+def _check_stay_rights(
+    session: Session, audit: AuditLog, principal: Principal, encounter: Encounter, action: str
+) -> None:
+    """Transferring or discharging: registration staff of the institution, or clinicians who care for the
+    patient now (a nurse of another ward may not move or discharge someone else's patient)."""
+    if principal.role == Role.ADMIN and encounter.organization_id == principal.organization_id:
+        return
+    if principal.role in CLINICAL_ROLES and access.decide(session, principal, encounter.patient_id).allowed:
+        return
+    _refuse(session, audit, principal, encounter.patient_id, action, "you do not care for this patient")
 
 
 def admit(
@@ -439,14 +491,14 @@ def admit(
     patient = session.get(Patient, patient_id)
     if patient is None or patient.voided:
         raise NotFound(f"no patient {patient_id}")
-    _can_manage_encounters(session, principal, patient)
+    _check_admission_rights(session, audit, principal, patient)
     if encounter_class not in ENCOUNTER_CLASSES:
         raise Invalid(f"encounter class must be one of {', '.join(ENCOUNTER_CLASSES)}")
     if session.scalar(
         select(Encounter.id).where(Encounter.patient_id == patient.id, Encounter.status == "in-progress")
     ):
         raise Conflict("the patient is already admitted; transfer or discharge first")
-    ward, bed = _ward_and_bed(session, principal, ward_id, bed_id, admitting=True)
+    ward, bed = _ward_and_bed(session, principal, ward_id, bed_id)
     if attending_id:
         attending = session.get(User, attending_id)
         if (
@@ -491,10 +543,10 @@ def transfer(
     ward_id: str,
     bed_id: str | None,
 ) -> Encounter:
-    encounter = _open_encounter(session, principal, encounter_id)
+    encounter = _open_encounter(session, audit, principal, encounter_id, "encounter.transfer")
     if encounter.ward_id == ward_id and encounter.bed_id == bed_id:
         raise Invalid("the patient is already in that ward and bed")
-    ward, bed = _ward_and_bed(session, principal, ward_id, bed_id, admitting=False)
+    ward, bed = _ward_and_bed(session, principal, ward_id, bed_id)
     before = {"ward_id": encounter.ward_id, "bed_id": encounter.bed_id}
     encounter.ward_id = ward.id
     encounter.bed_id = bed.id if bed else None
@@ -515,7 +567,7 @@ def transfer(
 
 
 def discharge(session: Session, audit: AuditLog, principal: Principal, encounter_id: str) -> Encounter:
-    encounter = _open_encounter(session, principal, encounter_id)
+    encounter = _open_encounter(session, audit, principal, encounter_id, "encounter.discharge")
     encounter.status = "finished"
     encounter.period_end = utcnow()
     audit.record(
@@ -532,15 +584,19 @@ def discharge(session: Session, audit: AuditLog, principal: Principal, encounter
     return encounter
 
 
-def _open_encounter(session: Session, principal: Principal, encounter_id: str) -> Encounter:
+def _open_encounter(
+    session: Session, audit: AuditLog, principal: Principal, encounter_id: str, action: str
+) -> Encounter:
     encounter = session.get(Encounter, encounter_id)
     if encounter is None:
         raise NotFound(f"no encounter {encounter_id}")
-    _can_manage_encounters(session, principal, encounter.patient)
+    if encounter.organization_id != principal.organization_id:
+        _refuse(
+            session, audit, principal, encounter.patient_id, action, "the stay belongs to another institution"
+        )
+    _check_stay_rights(session, audit, principal, encounter, action)
     if encounter.status != "in-progress":
         raise Conflict(f"the encounter is {encounter.status}")
-    if encounter.organization_id != principal.organization_id:
-        raise Forbidden("the encounter belongs to another institution")
     return encounter
 
 
@@ -568,16 +624,27 @@ def break_glass(
     if len(reason.strip()) < 10:
         raise Invalid("state the emergency in at least 10 characters")
     now = utcnow()
-    grant = CareGrant(
-        user_id=principal.user_id,
-        patient_id=patient.id,
-        kind="break_glass",
-        reason=reason.strip(),
-        granted_by_id=principal.user_id,
-        starts_at=now,
-        expires_at=now + timedelta(minutes=minutes),
+    # A second emergency access (a double click, or the emergency going on) extends the open grant.
+    grant = session.scalar(
+        select(CareGrant).where(
+            CareGrant.user_id == principal.user_id,
+            CareGrant.patient_id == patient.id,
+            CareGrant.kind == "break_glass",
+            CareGrant.revoked_at.is_(None),
+            CareGrant.expires_at > now,
+        )
     )
-    session.add(grant)
+    if grant is None:
+        grant = CareGrant(
+            user_id=principal.user_id,
+            patient_id=patient.id,
+            kind="break_glass",
+            granted_by_id=principal.user_id,
+            starts_at=now,
+        )
+        session.add(grant)
+    grant.reason = reason.strip()
+    grant.expires_at = now + timedelta(minutes=minutes)
     session.flush()
     audit.record(
         session,

@@ -120,7 +120,8 @@ def decide(session: Session, principal: Principal, patient_id: str) -> AccessDec
             )
         ).all()
         if kinds:
-            kind = "break_glass" if kinds == ["break_glass"] else next(k for k in kinds if k != "break_glass")
+            # A standing relationship (a consultation) is preferred over an emergency grant in the record.
+            kind = next((k for k in kinds if k != "break_glass"), "break_glass")
             purpose = PURPOSE_EMERGENCY if kind == "break_glass" else principal.purpose
             return AccessDecision(True, f"grant:{kind}", purpose)
     return AccessDecision(False, "no care relationship with this patient", principal.purpose)

@@ -4,7 +4,7 @@ The audit tables are append-only in the database itself (triggers), on top of th
 
 Revision ID: 0001_kernel
 Revises:
-Create Date: 2026-11-27 05:40:22.176776
+Create Date: 2026-11-27 06:46:57.131404
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("last_seq", sa.Integer(), nullable=False),
         sa.Column("last_hash", sa.String(length=64), nullable=False),
+        sa.Column("mac", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_chain_head")),
     )
     op.create_table(
@@ -90,6 +91,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "outbox_event",
+        sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("subject", sa.String(length=200), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
@@ -97,7 +99,8 @@ def upgrade() -> None:
         sa.Column("published_at", tianfu.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_event")),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_outbox_event")),
+        sa.UniqueConstraint("id", name=op.f("uq_outbox_event_id")),
     )
     with op.batch_alter_table("outbox_event", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_outbox_event_created_at"), ["created_at"], unique=False)
@@ -346,8 +349,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_model_feedback_output_id"), ["output_id"], unique=False)
 
     op.bulk_insert(
-        sa.table("audit_chain_head", sa.column("id"), sa.column("last_seq"), sa.column("last_hash")),
-        [{"id": 1, "last_seq": 0, "last_hash": "0" * 64}],
+        sa.table(
+            "audit_chain_head",
+            sa.column("id"),
+            sa.column("last_seq"),
+            sa.column("last_hash"),
+            sa.column("mac"),
+        ),
+        [{"id": 1, "last_seq": 0, "last_hash": "0" * 64, "mac": ""}],
     )
     for table in APPEND_ONLY_TABLES:
         _make_append_only(table)
