@@ -85,7 +85,7 @@ class OutboxRelay:
             return await self._flush(batch)
         finally:
             if lock is not True:
-                await asyncio.to_thread(lock.close)
+                await asyncio.to_thread(self._unlock, lock)
 
     async def _flush(self, batch: int) -> int:
         published = 0
@@ -117,9 +117,16 @@ class OutboxRelay:
         connection = engine.connect()
         if connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": RELAY_LOCK_KEY}).scalar():
             connection.commit()
-            return connection  # closing the connection releases the lock
+            return connection
         connection.close()
         return False
+
+    @staticmethod
+    def _unlock(connection: Any) -> None:
+        # Session-level advisory locks outlive a pooled connection's "close": release explicitly.
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY})
+        connection.commit()
+        connection.close()
 
     def _claim(self, batch: int) -> list[tuple[int, str, str, dict[str, Any], Any, int]]:
         with self._sessions() as session:
