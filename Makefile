@@ -30,7 +30,8 @@ $(VENDORED): package.json package-lock.json
 
 # The whole suite on SQLite; then, when TIANFU_TEST_POSTGRES_URL is set (CI sets it), again on PostgreSQL.
 test: setup
-	$(PYTEST) --cov --cov-report=term --cov-fail-under=$$(cat .coverage-floor)
+	$(PYTEST) --cov --cov-report=
+	$(BIN)/coverage report --fail-under=$$(cat .coverage-floor)
 	@if [ -n "$$TIANFU_TEST_POSTGRES_URL" ]; then \
 		echo "=== the same suite against PostgreSQL ($$TIANFU_TEST_POSTGRES_URL) ==="; \
 		TIANFU_TEST_DATABASE_URL="$$TIANFU_TEST_POSTGRES_URL" $(PYTEST) -m "not browser" -p no:cacheprovider; \

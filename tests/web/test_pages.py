@@ -262,3 +262,139 @@ def test_account_messages_survive_the_fragment(client: TestClient) -> None:
     )
     assert wrong.headers["location"].startswith("/account?msg=")
     assert wrong.headers["location"].endswith("#totp")
+
+
+def test_register_a_patient_by_form(client: TestClient) -> None:
+    sign_in(client, "admin")
+    token = csrf(client, "/patients/new")
+    invalid = client.post(
+        "/patients/new", data={"csrf_token": token, "name": "韩梅", "gender": "female", "national_id": "123"}
+    )
+    assert invalid.status_code == 422
+    assert "national ID" in invalid.text
+    created = client.post(
+        "/patients/new",
+        data={
+            "csrf_token": token,
+            "name": "韩梅",
+            "gender": "female",
+            "birth_date": "1990-02-03",
+            "phone": "13800000000",
+        },
+        follow_redirects=False,
+    )
+    assert created.status_code == 303
+    page = client.get(created.headers["location"], headers=HTML)
+    assert "韩梅" in page.text
+    assert "患者已登记" in page.text
+
+
+def test_transfer_and_discharge_by_form(client: TestClient, demo: Demo, db: Session) -> None:
+    from tianfu.core.patients.models import Encounter
+
+    patient = demo.patient("张德明")
+    stay = db.scalars(
+        select(Encounter).where(Encounter.patient_id == patient.id, Encounter.status == "in-progress")
+    ).one()
+    db.commit()
+    sign_in(client, "dr.zhang")
+    token = csrf(client)
+    moved = client.post(
+        f"/encounters/{stay.id}/transfer",
+        data={"csrf_token": token, "ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-08").id},
+        follow_redirects=False,
+    )
+    assert moved.status_code == 303
+    assert "08床" in client.get(moved.headers["location"], headers=HTML).text
+    occupied = client.post(
+        f"/encounters/{stay.id}/transfer",
+        data={"csrf_token": token, "ward_id": demo.ward("CARD1").id, "bed_id": demo.bed("CARD1-01").id},
+        follow_redirects=False,
+    )
+    assert "occupied" in client.get(occupied.headers["location"], headers=HTML).text
+    done = client.post(f"/encounters/{stay.id}/discharge", data={"csrf_token": token}, follow_redirects=False)
+    assert done.status_code == 303
+    assert "已出院" in client.get(done.headers["location"], headers=HTML).text
+
+
+def test_second_factor_from_the_account_page(client: TestClient) -> None:
+    sign_in(client, "nurse.wang")
+    token = csrf(client, "/account")
+    client.post("/account/totp/begin", data={"csrf_token": token})
+    page = client.get("/account", headers=HTML)
+    secret = re.search(r'class="muted mono"[^>]*>([A-Z2-7]+)<', page.text).group(1)  # type: ignore[union-attr]
+    wrong = client.post(
+        "/account/totp/confirm", data={"csrf_token": token, "code": "000000"}, follow_redirects=False
+    )
+    assert "msg=" in wrong.headers["location"]
+    client.post("/account/totp/confirm", data={"csrf_token": token, "code": pyotp.TOTP(secret).now()})
+    assert "已开启" in client.get("/account", headers=HTML).text
+    client.post("/account/totp/disable", data={"csrf_token": token, "password": DEMO_PASSWORD})
+    assert "设置" in client.get("/account", headers=HTML).text
+
+
+def test_change_own_password_by_form(client: TestClient) -> None:
+    sign_in(client, "nurse.wang")
+    token = csrf(client, "/account")
+    wrong = client.post(
+        "/account/password",
+        data={"csrf_token": token, "current_password": "nope-nope", "new_password": "Brand-new-pass-1"},
+        follow_redirects=False,
+    )
+    assert wrong.headers["location"].startswith("/account?msg=")
+    done = client.post(
+        "/account/password",
+        data={"csrf_token": token, "current_password": DEMO_PASSWORD, "new_password": "Brand-new-pass-1"},
+        follow_redirects=False,
+    )
+    assert done.headers["location"].startswith("/login")
+    assert sign_in(client, "nurse.wang", "Brand-new-pass-1").status_code == 303  # type: ignore[attr-defined]
+
+
+def test_admin_unlocks_and_resets_by_form(client: TestClient, kernel: Kernel, demo: Demo) -> None:
+    for _ in range(kernel.settings.lockout_threshold):
+        sign_in(client, "nurse.li", "wrong-password")
+    sign_in(client, "admin")
+    user_id = demo.user("nurse.li").id
+    page = client.get(f"/admin/users/{user_id}", headers=HTML)
+    assert "已锁定" in page.text or "锁定至" in page.text
+    token = csrf(client, f"/admin/users/{user_id}")
+    client.post(f"/admin/users/{user_id}/unlock", data={"csrf_token": token})
+    weak = client.post(
+        f"/admin/users/{user_id}/password",
+        data={"csrf_token": token, "new_password": "short"},
+        follow_redirects=False,
+    )
+    assert "msg=" in weak.headers["location"]
+    client.post(
+        f"/admin/users/{user_id}/password", data={"csrf_token": token, "new_password": "Reset-by-admin-7"}
+    )
+    client.cookies.clear()
+    assert sign_in(client, "nurse.li", "Reset-by-admin-7").status_code == 303  # type: ignore[attr-defined]
+
+
+def test_dead_letters_page(client: TestClient, kernel: Kernel) -> None:
+    from tianfu.core.deadletter import service as deadletters
+
+    with kernel.sessions() as session:
+        deadletters.store(session, source="hl7-mllp", reason="MSH-9 missing", payload=b"MSH|^~\\&|broken")
+        session.commit()
+    sign_in(client, "admin")
+    page = client.get("/admin/dead-letters", headers=HTML)
+    assert "MSH-9 missing" in page.text
+    letter_id = re.search(r"/admin/dead-letters/([0-9a-f-]+)/resolve", page.text).group(1)  # type: ignore[union-attr]
+    token = csrf(client, "/admin/dead-letters")
+    client.post(
+        f"/admin/dead-letters/{letter_id}/resolve", data={"csrf_token": token, "note": "resent by vendor"}
+    )
+    assert "MSH-9 missing" not in client.get("/admin/dead-letters", headers=HTML).text
+    assert "resent by vendor" in client.get("/admin/dead-letters?include_resolved=true", headers=HTML).text
+    home = client.get("/", headers=HTML)
+    assert "异常消息" in home.text
+
+
+def test_second_factor_pages_need_a_pending_sign_in(client: TestClient) -> None:
+    for path in ("/login/mfa", "/login/enrol"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/login"
