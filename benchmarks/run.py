@@ -213,12 +213,11 @@ def bench_bus() -> None:
     from tianfu.core.bus.nats import NatsJetStreamBus
 
     stream = f"BENCH_{uuid.uuid4().hex[:8].upper()}"
-    subjects = f"tianfu.{stream.lower()}.>"
-    bus = NatsJetStreamBus(NATS_URL, stream=stream, subjects=subjects)
+    bus = NatsJetStreamBus(NATS_URL, stream=stream, namespace=stream.lower())
 
     async def run() -> tuple[float, float]:
         try:
-            return await _bus_throughput(bus, f"tianfu.{stream.lower()}.vitals", 5000)
+            return await _bus_throughput(bus, "tianfu.bench.vitals", 5000)
         finally:
             await bus.delete_stream()
             await bus.close()
@@ -309,7 +308,7 @@ def main() -> None:
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:
         before, rest = text.split(start, 1)
-        readme.write_text(before + start + "\n" + table + rest[rest.index(end):])
+        readme.write_text(before + start + "\n" + table + rest[rest.index(end) :])
     print(f"wrote {OUT / 'results.md'} and the table in README.md")
 
 

@@ -22,8 +22,7 @@ def bus_factory(request: pytest.FixtureRequest) -> Callable[[], EventBus]:
         return lambda: InProcessBus(retry_delay_s=0.01)
     url = request.getfixturevalue("nats_url")
     stream = f"TEST_{uuid.uuid4().hex[:10].upper()}"
-    subjects = f"tianfu.{stream.lower()}.>"
-    return lambda: NatsJetStreamBus(url, stream=stream, subjects=subjects)
+    return lambda: NatsJetStreamBus(url, stream=stream, namespace=stream.lower())
 
 
 @pytest.fixture
@@ -37,8 +36,6 @@ async def bus(bus_factory: Callable[[], EventBus]) -> AsyncIterator[EventBus]:
 
 
 def _subject(bus: EventBus, event: str) -> str:
-    if isinstance(bus, NatsJetStreamBus):
-        return f"tianfu.{bus._stream.lower()}.{event}"
     return f"tianfu.test.{event}"
 
 
@@ -158,9 +155,9 @@ def test_invalid_subjects_are_refused(subject: str) -> None:
 async def test_nats_durable_consumer_resumes_where_it_left_off(nats_url: str) -> None:
     """A worker that restarts (new connection, same durable name) gets only what it has not acknowledged."""
     stream = f"TEST_{uuid.uuid4().hex[:10].upper()}"
-    subjects = f"tianfu.{stream.lower()}.>"
-    subject = f"tianfu.{stream.lower()}.vitals"
-    first = NatsJetStreamBus(nats_url, stream=stream, subjects=subjects)
+    subjects = "tianfu.test.>"
+    subject = "tianfu.test.vitals"
+    first = NatsJetStreamBus(nats_url, stream=stream, namespace=stream.lower())
     await first.start()
     try:
         seen: list[int] = []
@@ -176,7 +173,7 @@ async def test_nats_durable_consumer_resumes_where_it_left_off(nats_url: str) ->
         await first.publish(subject, {"n": 2}, event_id="fixed-id")
         await first.publish(subject, {"n": 2}, event_id="fixed-id")  # a retried publish: stored once
 
-        second = NatsJetStreamBus(nats_url, stream=stream, subjects=subjects)
+        second = NatsJetStreamBus(nats_url, stream=stream, namespace=stream.lower())
         await second.start()
         resumed: list[int] = []
 
@@ -219,3 +216,28 @@ async def test_a_broken_dead_letter_store_does_not_stop_the_consumer() -> None:
     await _wait_for(lambda: handled == ["after"])
     assert attempts == 3  # the sink was retried until it worked; nothing was dropped
     await bus.close()
+
+
+async def test_batch_end_runs_before_acknowledgement(bus: EventBus) -> None:
+    """A consumer commits at the end of a batch; a failed commit brings the batch back (NATS)."""
+    handled: list[int] = []
+    commits: list[int] = []
+    fail_first_commit = isinstance(bus, NatsJetStreamBus)
+
+    async def handler(event: Event) -> None:
+        handled.append(event.data["n"])
+
+    async def commit() -> None:
+        nonlocal fail_first_commit
+        if fail_first_commit:
+            fail_first_commit = False
+            raise RuntimeError("database briefly unavailable")
+        commits.append(len(handled))
+
+    for n in range(5):
+        await bus.publish(_subject(bus, "batch"), {"n": n})
+    subscription = await bus.subscribe(_subject(bus, "*"), "batcher", handler, on_batch_end=commit)
+    await _wait_for(lambda: bool(commits) and commits[-1] >= 5 and set(handled) == set(range(5)))
+    if isinstance(bus, NatsJetStreamBus):
+        assert len(handled) == 10  # every event came again after the failed commit
+    await subscription.stop()

@@ -132,12 +132,13 @@ async def test_kernel_outbox_over_nats(nats_url: str, settings: Settings) -> Non
     from tianfu.core.bus.nats import NatsJetStreamBus
 
     stream = f"TEST_{uuid.uuid4().hex[:10].upper()}"
-    kernel = Kernel(settings.model_copy(update={"bus_url": nats_url}), bus_stream=stream)
-    # A stream of its own on the shared server: its own subject space, so it overlaps no other stream.
-    assert isinstance(kernel.bus, NatsJetStreamBus)
-    kernel.bus._subjects = f"tianfu.{stream.lower()}.>"
+    kernel = Kernel(
+        settings.model_copy(
+            update={"bus_url": nats_url, "bus_stream": stream, "bus_namespace": stream.lower()}
+        )
+    )
     await kernel.start()
-    worker = NatsJetStreamBus(nats_url, stream=stream, subjects=kernel.bus._subjects)
+    worker = NatsJetStreamBus(nats_url, stream=stream, namespace=stream.lower())
     await worker.start()
     try:
         seen: list[Event] = []
@@ -145,15 +146,17 @@ async def test_kernel_outbox_over_nats(nats_url: str, settings: Settings) -> Non
         async def handler(event: Event) -> None:
             seen.append(event)
 
-        await worker.subscribe(kernel.bus._subjects, "census-worker", handler)
+        await worker.subscribe("tianfu.encounter.*", "census-worker", handler)
         with kernel.sessions() as session:
-            enqueue(session, f"tianfu.{stream.lower()}.admitted", {"n": 1})
+            enqueue(session, "tianfu.encounter.admitted", {"n": 1})
             session.commit()
         await _wait_for(lambda: len(seen) == 1)
         assert seen[0].data == {"n": 1}
+        assert seen[0].subject == "tianfu.encounter.admitted"  # the namespace stays on the server
     finally:
         await worker.close()
-        await kernel.bus.delete_stream()  # type: ignore[attr-defined]
+        assert isinstance(kernel.bus, NatsJetStreamBus)
+        await kernel.bus.delete_stream()
         await kernel.stop()
 
 

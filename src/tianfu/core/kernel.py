@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class Kernel:
-    def __init__(self, settings: Settings, *, bus_stream: str = "TIANFU") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.secret_key = settings.resolved_secret_key()
         self.engine = make_engine(settings.database_url)
@@ -34,7 +34,7 @@ class Kernel:
         self.audit = AuditLog(self._audit_key())
         self.secret_box = SecretBox(self.secret_key)
         self.auth = Authenticator(settings, self.audit, self.secret_box)
-        self.bus = make_bus(settings.bus_url, stream=bus_stream)
+        self.bus = make_bus(settings.bus_url, stream=settings.bus_stream, namespace=settings.bus_namespace)
         self.bus.dead_letter_sink = self._dead_letter_event
         self.outbox = OutboxRelay(self.sessions, self.bus)
         self.started = False

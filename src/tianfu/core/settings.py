@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         "sqlite:///./var/tianfu.db", description="SQLAlchemy URL (SQLite or PostgreSQL)."
     )
     bus_url: str = Field("memory://", description="memory:// (in-process) or nats://host:4222 (JetStream).")
+    bus_stream: str = Field("TIANFU", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="JetStream stream name.")
+    bus_namespace: str = Field(
+        "",
+        pattern=r"^[a-z0-9_]{0,40}$",
+        description="Prefix of every subject on the NATS server (shared servers).",
+    )
     var_dir: Path = Field(Path("var"), description="Directory for the SQLite file, uploads and keys.")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -56,6 +56,7 @@ class Event:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+BatchEnd = Callable[[], Awaitable[None]]  # after a batch of handled events, before they are acknowledged
 DeadLetterSink = Callable[[Event, str, str], Awaitable[None]]  # event, consumer, error
 
 
@@ -112,7 +113,13 @@ class EventBus(ABC):
         *,
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
-    ) -> Subscription: ...
+        on_batch_end: BatchEnd | None = None,
+    ) -> Subscription:
+        """Deliver events matching ``subject_filter`` to ``handler``, remembered under ``durable``.
+
+        ``on_batch_end`` is awaited after each batch of handled events and before they are acknowledged:
+        a consumer that buffers its writes commits them there, so that what is acknowledged is durable.
+        """
 
     @abstractmethod
     async def healthy(self) -> bool: ...
@@ -135,7 +142,7 @@ class EventBus(ABC):
         return True
 
 
-def make_bus(url: str, *, stream: str = "TIANFU") -> EventBus:
+def make_bus(url: str, *, stream: str = "TIANFU", namespace: str = "") -> EventBus:
     if url.startswith("memory://"):
         from tianfu.core.bus.memory import InProcessBus
 
@@ -143,5 +150,5 @@ def make_bus(url: str, *, stream: str = "TIANFU") -> EventBus:
     if url.startswith(("nats://", "tls://")):
         from tianfu.core.bus.nats import NatsJetStreamBus
 
-        return NatsJetStreamBus(url, stream=stream)
+        return NatsJetStreamBus(url, stream=stream, namespace=namespace)
     raise ValueError(f"unsupported TIANFU_BUS_URL {url!r}: use memory:// or nats://host:port")

@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from tianfu.core.bus import Event, EventBus, Handler, Subscription, subject_matches
+from tianfu.core.bus import BatchEnd, Event, EventBus, Handler, Subscription, subject_matches
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ class _Consumer:
     subject_filter: str
     handler: Handler
     max_deliver: int
+    on_batch_end: BatchEnd | None = None
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
@@ -71,10 +72,11 @@ class InProcessBus(EventBus):
         *,
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
+        on_batch_end: BatchEnd | None = None,
     ) -> Subscription:
         if durable in self._consumers:
             raise ValueError(f"durable consumer {durable!r} is already subscribed")
-        consumer = _Consumer(durable, subject_filter, handler, max_deliver)
+        consumer = _Consumer(durable, subject_filter, handler, max_deliver, on_batch_end)
         for event in self._retained:
             if subject_matches(subject_filter, event.subject):
                 consumer.queue.put_nowait(event)
@@ -114,3 +116,9 @@ class InProcessBus(EventBus):
                         break
                     # Back off and retry; if even the dead-letter store failed, keep the event and retry.
                     await asyncio.sleep(self._retry_delay_s * min(delivery, 20))
+            if consumer.on_batch_end is not None and consumer.queue.empty():
+                # A batch ends when the queue runs dry: under load, many events share one commit.
+                try:
+                    await consumer.on_batch_end()
+                except Exception:
+                    log.exception("consumer %s could not finish a batch", consumer.durable)

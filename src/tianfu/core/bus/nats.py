@@ -1,9 +1,13 @@
 """NATS JetStream event bus, for several processes on several machines.
 
-One stream (``TIANFU`` by default) holds every ``tianfu.>`` subject. Publishing sets ``Nats-Msg-Id``
+One stream (``TIANFU`` by default) holds every ``tianfu.>`` subject. A *namespace* prefixes every subject
+on the server (``<namespace>.tianfu.>``), so that several deployments, or tests, share one NATS server
+without their streams overlapping; events keep their plain subjects. Publishing sets ``Nats-Msg-Id``
 to the event id, so a retried publish within the duplicate window is stored once. Each durable
-subscription is a pull consumer with explicit acks; a handler failure naks with back-off, and after
-``max_deliver`` deliveries the event is handed to the dead-letter sink and terminated.
+subscription is a pull consumer with explicit acks, fetching messages in batches: after a batch the
+subscriber's ``on_batch_end`` runs (a consumer commits its writes there), then the batch is acknowledged.
+A handler failure naks with back-off; after ``max_deliver`` deliveries the event is handed to the
+dead-letter sink and terminated.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import nats
 from nats.aio.client import Client
@@ -21,10 +26,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from tianfu.core.bus import SUBJECT_ROOT, Event, EventBus, Handler, Subscription
+from tianfu.core.bus import SUBJECT_ROOT, BatchEnd, Event, EventBus, Handler, Subscription
 
 log = logging.getLogger(__name__)
 FETCH_WAIT_S = 0.5  # how long one pull waits for messages; also bounds how long stopping takes
+FETCH_BATCH = 256
 
 
 class _NatsSubscription(Subscription):
@@ -51,10 +57,11 @@ class _NatsSubscription(Subscription):
 
 
 class NatsJetStreamBus(EventBus):
-    def __init__(self, url: str, *, stream: str = "TIANFU", subjects: str = f"{SUBJECT_ROOT}.>") -> None:
+    def __init__(self, url: str, *, stream: str = "TIANFU", namespace: str = "") -> None:
         self._url = url
         self._stream = stream
-        self._subjects = subjects
+        self._prefix = f"{namespace}." if namespace else ""
+        self._subjects = f"{self._prefix}{SUBJECT_ROOT}.>"
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._subscriptions: set[_NatsSubscription] = set()
@@ -99,7 +106,10 @@ class NatsJetStreamBus(EventBus):
 
     async def publish_event(self, event: Event) -> None:
         await self.js.publish(
-            event.subject, event.to_bytes(), stream=self._stream, headers={"Nats-Msg-Id": event.id}
+            self._prefix + event.subject,
+            event.to_bytes(),
+            stream=self._stream,
+            headers={"Nats-Msg-Id": event.id},
         )
 
     async def subscribe(
@@ -110,6 +120,7 @@ class NatsJetStreamBus(EventBus):
         *,
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
+        on_batch_end: BatchEnd | None = None,
     ) -> Subscription:
         config = ConsumerConfig(
             durable_name=durable,
@@ -117,24 +128,29 @@ class NatsJetStreamBus(EventBus):
             deliver_policy=DeliverPolicy.ALL,
             max_deliver=-1,  # we count deliveries ourselves: an event leaves only when dead-lettered
             ack_wait=ack_wait_s,
-            filter_subject=subject_filter,
+            filter_subject=self._prefix + subject_filter,
         )
         psub = await self.js.pull_subscribe(
-            subject_filter, durable=durable, stream=self._stream, config=config
+            self._prefix + subject_filter, durable=durable, stream=self._stream, config=config
         )
         subscription = _NatsSubscription(self, psub)
         subscription.task = asyncio.create_task(
-            self._pull_loop(subscription, durable, handler, max_deliver), name=f"nats-{durable}"
+            self._pull_loop(subscription, durable, handler, max_deliver, on_batch_end), name=f"nats-{durable}"
         )
         self._subscriptions.add(subscription)
         return subscription
 
     async def _pull_loop(
-        self, subscription: _NatsSubscription, durable: str, handler: Handler, max_deliver: int
+        self,
+        subscription: _NatsSubscription,
+        durable: str,
+        handler: Handler,
+        max_deliver: int,
+        on_batch_end: BatchEnd | None,
     ) -> None:
         while not subscription.stopping.is_set():
             try:
-                messages = await subscription.psub.fetch(batch=64, timeout=FETCH_WAIT_S)
+                messages = await subscription.psub.fetch(batch=FETCH_BATCH, timeout=FETCH_WAIT_S)
             except NatsTimeoutError:
                 continue
             except asyncio.CancelledError:
@@ -143,11 +159,24 @@ class NatsJetStreamBus(EventBus):
                 log.warning("fetch for %s failed: %s", durable, exc)
                 await asyncio.sleep(1.0)
                 continue
+            settled: list[Callable[[], Awaitable[None]]] = []
             for msg in messages:
-                await self._handle(msg, durable, handler, max_deliver)
+                settled.append(await self._handle(msg, durable, handler, max_deliver))
+            if on_batch_end is not None:
+                try:
+                    await on_batch_end()
+                except Exception as exc:  # nothing of this batch is durable: let it all come again
+                    log.warning("consumer %s could not finish a batch: %s", durable, exc)
+                    for msg in messages:
+                        await _settle(msg.nak(delay=1.0))
+                    continue
+            for acknowledgement in settled:
+                await _settle(acknowledgement())
 
-    async def _handle(self, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
-        """Process one message; acknowledgement failures leave it to JetStream's redelivery."""
+    async def _handle(
+        self, msg: Msg, durable: str, handler: Handler, max_deliver: int
+    ) -> Callable[[], Awaitable[None]]:
+        """Process one message; returns how to settle it (ack, nak or term), done after the batch."""
         delivery = msg.metadata.num_delivered
         try:
             event = Event.from_bytes(msg.data, delivery=delivery)
@@ -155,8 +184,8 @@ class NatsJetStreamBus(EventBus):
             log.error("undecodable message on %s for %s: %s", msg.subject, durable, exc)
             raw = Event(subject=msg.subject, data={"raw": msg.data.decode(errors="replace")})
             if await self._dead_letter(raw, durable, f"undecodable: {exc}"):
-                await _settle(msg.term())
-            return
+                return msg.term
+            return partial(msg.nak, delay=1.0)
         try:
             await handler(event)
         except asyncio.CancelledError:
@@ -166,11 +195,9 @@ class NatsJetStreamBus(EventBus):
             if delivery >= max_deliver and await self._dead_letter(
                 event, durable, f"{type(exc).__name__}: {exc}"
             ):
-                await _settle(msg.term())
-            else:
-                await _settle(msg.nak(delay=min(0.1 * 2**delivery, 10.0)))
-            return
-        await _settle(msg.ack())
+                return msg.term
+            return partial(msg.nak, delay=min(0.1 * 2**delivery, 10.0))
+        return msg.ack
 
 
 async def _settle(acknowledgement: Awaitable[None]) -> None:
