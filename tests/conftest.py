@@ -25,6 +25,7 @@ import pytest
 for _name in list(os.environ):
     if _name.startswith("TIANFU_") and not _name.startswith(("TIANFU_TEST_", "TIANFU_REQUIRE_")):
         del os.environ[_name]
+os.environ["TIANFU_HL7_PORT"] = "0"  # apps under test open no listener; listener tests bind their own port
 
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import make_url, select  # noqa: E402
@@ -41,6 +42,7 @@ from tianfu.demo import seed  # noqa: E402
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-the-settings-0123456789"
 POSTGRES_URL = os.environ.get("TIANFU_TEST_DATABASE_URL", "")
 NATS_URL = os.environ.get("TIANFU_TEST_NATS_URL", "nats://127.0.0.1:4222")
+MQTT_URL = os.environ.get("TIANFU_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 CHROMIUM = os.environ.get("TIANFU_TEST_CHROMIUM", "/usr/bin/chromium")
 REQUIRE_SERVICES = os.environ.get("TIANFU_REQUIRE_SERVICES") == "1"
 BACKEND = "postgresql" if POSTGRES_URL else "sqlite"
@@ -83,7 +85,13 @@ def require_service(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available here; set it up or run .ci/run")
 
 
-_used: dict[str, set[str]] = {"postgresql": set(), "nats": set(), "browser": set(), "sqlite": set()}
+_used: dict[str, set[str]] = {
+    "postgresql": set(),
+    "nats": set(),
+    "mqtt": set(),
+    "browser": set(),
+    "sqlite": set(),
+}
 
 
 def mark_used(request: pytest.FixtureRequest, service: str) -> None:
@@ -97,6 +105,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         ("sqlite", "SQLite"),
         ("postgresql", "PostgreSQL"),
         ("nats", "NATS JetStream"),
+        ("mqtt", "MQTT broker"),
         ("browser", "Chromium"),
     ):
         used = _used[service]
@@ -271,6 +280,14 @@ def nats_url(request: pytest.FixtureRequest) -> str:
     require_service(_port_open(parsed.host or "127.0.0.1", parsed.port or 4222), f"NATS at {NATS_URL}")
     mark_used(request, "nats")
     return NATS_URL
+
+
+@pytest.fixture
+def mqtt_url(request: pytest.FixtureRequest) -> str:
+    parsed = make_url(MQTT_URL.replace("mqtt://", "mqtt+x://"))
+    require_service(_port_open(parsed.host or "127.0.0.1", parsed.port or 1883), f"MQTT broker at {MQTT_URL}")
+    mark_used(request, "mqtt")
+    return MQTT_URL
 
 
 @pytest.fixture

@@ -140,6 +140,11 @@ def create_app(
         )
         return page
 
+    for module in installed_modules():
+        if module.static_dir is not None:
+            app.mount(
+                f"/static/{module.key}", StaticFiles(directory=module.static_dir), name=f"static-{module.key}"
+            )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Outermost first when reading bottom-up: the size limit sees the raw request before anything else.

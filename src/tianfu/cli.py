@@ -31,13 +31,17 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 user_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 bus_app = typer.Typer(help="The event bus.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure throughput and latency of a running path.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bus_app, name="bus")
+app.add_typer(bench_app, name="bench")
 for _module in installed_modules():
     if _module.cli is not None:
-        app.add_typer(_module.cli, name=_module.key)
+        app.add_typer(_module.cli, name=_module.cli_name or _module.key)
+    if _module.bench is not None:
+        bench_app.command(_module.key)(_module.bench)
 
 console = Console()
 err = Console(stderr=True)
@@ -152,6 +156,10 @@ def demo() -> None:
     upgrade(settings.database_url)
     kernel = _kernel(settings)
     created = seed(kernel)
+    if created:
+        for module in installed_modules():
+            if module.seed_demo is not None:
+                module.seed_demo(kernel)
     kernel.engine.dispose()
     from tianfu.demo import ACCOUNTS
 

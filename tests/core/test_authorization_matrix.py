@@ -43,7 +43,14 @@ def _all_routes() -> list[tuple[str, str]]:
 ROUTES = _all_routes()
 
 
-def _path_values(kernel: Kernel, db: Session, demo: Demo) -> dict[str, str]:
+class _PathValues(dict[str, str]):
+    """Parameters the kernel does not know (a module's own records) get an id that matches nothing."""
+
+    def __missing__(self, key: str) -> str:
+        return "00000000-0000-4000-8000-000000000000"
+
+
+def _path_values(kernel: Kernel, db: Session, demo: Demo) -> _PathValues:
     patient = demo.patient("刘芳")
     encounter = next(e for e in db.query(Encounter).filter(Encounter.patient_id == patient.id))
     output = outputs.record_output(
@@ -60,17 +67,18 @@ def _path_values(kernel: Kernel, db: Session, demo: Demo) -> dict[str, str]:
     )
     dead = deadletters.store(db, source="test", reason="bad", payload=b"MSH|broken")
     db.commit()
-    return {
-        "patient_id": patient.id,
-        "encounter_id": encounter.id,
-        "user_id": demo.user("nurse.li").id,
-        "organization_id": demo.organization("TFRM").id,
-        "location_id": demo.ward("CARD1").id,
-        "output_id": output.id,
-        "dead_letter_id": dead.id,
-        "seq": "1",
-        "code": "en",
-    }
+    return _PathValues(
+        patient_id=patient.id,
+        encounter_id=encounter.id,
+        user_id=demo.user("nurse.li").id,
+        organization_id=demo.organization("TFRM").id,
+        location_id=demo.ward("CARD1").id,
+        ward_id=demo.ward("CARD1").id,
+        output_id=output.id,
+        dead_letter_id=dead.id,
+        seq="1",
+        code="en",
+    )
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
@@ -81,7 +89,10 @@ def test_route_for_every_role(
     route = next(r for m, r in api_routes(app) if r.path == path and m == method)
     found = rules(route.dependant)
     requirement = next((r for r in found if isinstance(r, Requirement)), None)
-    url = path.format(**_path_values(kernel, db, demo))
+    values = _path_values(kernel, db, demo)
+    if "text/event-stream" in str(route.responses):
+        values = _PathValues()  # an endless stream on a real record would never return: check the guard only
+    url = path.format_map(values)
     body = {"json": {}} if method in {"POST", "PATCH", "PUT"} else {}
     with TestClient(app, follow_redirects=False) as client:
         anonymous = client.request(method, url, **body)

@@ -38,6 +38,8 @@ class Kernel:
         self.bus.dead_letter_sink = self._dead_letter_event
         self.outbox = OutboxRelay(self.sessions, self.bus)
         self.started = False
+        # Runtime objects modules share within this process (e.g. monitoring's live ward view).
+        self.extensions: dict[str, Any] = {}
 
         @event.listens_for(self.sessions, "after_commit")
         def _wake_relay(session: Session) -> None:

@@ -35,6 +35,15 @@ class ConsumerSpec:
 
 
 @dataclass(frozen=True)
+class PatientPanel:
+    """A module's section on the patient page: a template (in the module's templates) and its context."""
+
+    title: str  # English msgid
+    template: str
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class TianfuModule:
     key: str  # monitoring, triage, imaging, consult, ai
     home_path: str  # where its first page lives
@@ -42,13 +51,21 @@ class TianfuModule:
     page_router: APIRouter | None = None
     fhir_router: APIRouter | None = None
     templates_dir: Path | None = None
+    static_dir: Path | None = None  # served at /static/<key>/
     model_modules: Sequence[str] = ()  # dotted modules defining its tables
-    cli: Any = None  # a typer.Typer, registered as ``tianfu <key>``
+    cli: Any = None  # a typer.Typer, registered as ``tianfu <cli_name or key>``
+    cli_name: str = ""
+    bench: Any = None  # a function registered as ``tianfu bench <key>``
     consumers: Sequence[ConsumerSpec] = field(default_factory=tuple)
     # Extra startup for listeners (MLLP, DICOM ...): async callables taking the kernel, returning a stopper.
     services: Sequence[Callable[[Kernel], Awaitable[Callable[[], Awaitable[None]]]]] = field(
         default_factory=tuple
     )
+    # Adds the module's part of the demo hospital (devices, recordings ...) after the kernel's demo seed.
+    seed_demo: Callable[[Kernel], None] | None = None
+    # Sections the module adds to a patient's page: called with (session, principal, patient); returns a
+    # PatientPanel, or None when it has nothing to show for that patient.
+    patient_panels: Sequence[Callable[..., PatientPanel | None]] = field(default_factory=tuple)
 
     def import_models(self) -> None:
         for name in self.model_modules:

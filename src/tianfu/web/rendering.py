@@ -6,9 +6,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
 from tianfu import __version__
@@ -120,6 +121,20 @@ def render(
     }
     html = environment().get_template(template).render(base_context | (context or {}))
     return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+def redirect(url: str, message: str = "") -> RedirectResponse:
+    """303 to ``url``, with a message shown once at the top of the next page (before any #fragment)."""
+    if message:
+        path, _, fragment = url.partition("#")
+        url = (
+            path
+            + ("&" if "?" in path else "?")
+            + "msg="
+            + quote(message)
+            + (f"#{fragment}" if fragment else "")
+        )
+    return RedirectResponse(url, status_code=303)
 
 
 def render_error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:

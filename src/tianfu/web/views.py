@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,7 @@ from tianfu.core.patients.models import Encounter, Location, Patient
 from tianfu.core.plugins import CAPABILITIES, installed_modules
 from tianfu.core.security.permissions import Permission, Role
 from tianfu.core.security.principal import Principal
-from tianfu.web.rendering import local_name, localtime, render
+from tianfu.web.rendering import local_name, localtime, redirect, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -62,19 +62,6 @@ def _safe_next(target: str | None) -> str:
     return "/"
 
 
-def _redirect(url: str, message: str = "") -> RedirectResponse:
-    if message:
-        path, _, fragment = url.partition("#")
-        url = (
-            path
-            + ("&" if "?" in path else "?")
-            + "msg="
-            + quote(message)
-            + (f"#{fragment}" if fragment else "")
-        )
-    return RedirectResponse(url, status_code=303)
-
-
 def _set_session_cookie(response: Response, kernel: Kernel, token: str) -> None:
     response.set_cookie(
         SESSION_COOKIE, token, httponly=True, samesite="lax", secure=kernel.settings.cookie_secure, path="/"
@@ -86,7 +73,7 @@ def _set_session_cookie(response: Response, kernel: Kernel, token: str) -> None:
 
 @router.get("/lang/{code}", dependencies=[Depends(PUBLIC)])
 def switch_language(request: Request, code: str, next: str | None = None) -> Response:
-    response = _redirect(
+    response = redirect(
         _safe_next(
             next or request.headers.get("referer", "/").split(str(request.base_url).rstrip("/"), 1)[-1]
         )
@@ -103,7 +90,7 @@ def login_page(
     next: str | None = None,
 ) -> Response:
     if principal is not None:
-        return _redirect(_safe_next(next))
+        return redirect(_safe_next(next))
     return _login_form(request, next=_safe_next(next))
 
 
@@ -171,7 +158,7 @@ def login(
             request, next=target, username=username, status=401, error=_("Wrong username or password.")
         )
     step = {"mfa_required": "/login/mfa", "mfa_enrolment_required": "/login/enrol"}.get(outcome.status)
-    response = _redirect(f"{step}?next={quote(target)}" if step else target)
+    response = redirect(f"{step}?next={quote(target)}" if step else target)
     _set_session_cookie(response, kernel, outcome.token)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
@@ -185,7 +172,7 @@ def _pending(request: Request, kernel: Kernel, session: Session) -> AuthSession 
 @router.get("/login/mfa", dependencies=[Depends(PUBLIC)])
 def mfa_page(request: Request, kernel: KernelDep, session: DbDep, next: str | None = None) -> Response:
     if _pending(request, kernel, session) is None:
-        return _redirect("/login")
+        return redirect("/login")
     return render(request, "login_mfa.html", {"next": _safe_next(next), "error": ""})
 
 
@@ -199,13 +186,13 @@ def mfa_submit(
 ) -> Response:
     auth = _pending(request, kernel, session)
     if auth is None:
-        return _redirect("/login")
+        return redirect("/login")
     outcome = kernel.auth.complete_second_factor(
         session, auth, code, client_ip=client_ip(request), user_agent=request.headers.get("user-agent", "")
     )
     session.commit()
     if outcome.status == "locked":
-        return _redirect("/login", _("Too many failed attempts. The account is locked for a while."))
+        return redirect("/login", _("Too many failed attempts. The account is locked for a while."))
     if outcome.status != "ok" or outcome.token is None:
         return render(
             request,
@@ -213,7 +200,7 @@ def mfa_submit(
             {"next": _safe_next(next), "error": _("Wrong code. Try again.")},
             status_code=401,
         )
-    response = _redirect(_safe_next(next))
+    response = redirect(_safe_next(next))
     _set_session_cookie(response, kernel, outcome.token)
     return response
 
@@ -222,10 +209,10 @@ def mfa_submit(
 def enrol_page(request: Request, kernel: KernelDep, session: DbDep, next: str | None = None) -> Response:
     auth = _pending(request, kernel, session)
     if auth is None:
-        return _redirect("/login")
+        return redirect("/login")
     user = auth.user
     if user.totp_enabled:
-        return _redirect(f"/login/mfa?next={quote(_safe_next(next))}")
+        return redirect(f"/login/mfa?next={quote(_safe_next(next))}")
     uri = identity.pending_totp_uri(user, kernel.secret_box) or identity.begin_totp_enrolment(
         session, user, kernel.secret_box
     )
@@ -252,7 +239,7 @@ def enrol_submit(
 ) -> Response:
     auth = _pending(request, kernel, session)
     if auth is None:
-        return _redirect("/login")
+        return redirect("/login")
     user = auth.user
     actor = identity.actor_for(user, user.username, client_ip(request))
     if not identity.confirm_totp_enrolment(
@@ -275,7 +262,7 @@ def enrol_submit(
         session, user, "web", client_ip(request), request.headers.get("user-agent", "")
     )
     session.commit()
-    response = _redirect(_safe_next(next))
+    response = redirect(_safe_next(next))
     if outcome.token:
         _set_session_cookie(response, kernel, outcome.token)
     return response
@@ -287,7 +274,7 @@ def logout(request: Request, kernel: KernelDep, session: DbDep, principal: Signe
     if auth is not None:
         kernel.auth.logout(session, auth, principal.client_ip)
         session.commit()
-    response = _redirect("/login")
+    response = redirect("/login")
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -355,7 +342,7 @@ def patient_list(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
     if principal.role == Role.PATIENT:
-        return _redirect("/me/record")
+        return redirect("/me/record")
     per_page = 25
     query = patients.PatientQuery(text=q, ward_id=ward or None, limit=per_page, offset=(page - 1) * per_page)
     rows, total = patients.search_patients(session, kernel.audit, principal, query)
@@ -424,7 +411,7 @@ def patient_create(
         session.rollback()
         return render(request, "patients/new.html", {"form": form, "error": str(exc)}, status_code=422)
     session.commit()
-    return _redirect(f"/patients/{patient.id}", _("Patient registered."))
+    return redirect(f"/patients/{patient.id}", _("Patient registered."))
 
 
 @router.get("/patients/{patient_id}")
@@ -476,6 +463,12 @@ def _patient_context(session: Session, principal: Principal, patient: Patient) -
         context["physicians"] = patients.staff(
             session, organization_id=principal.organization_id, role="physician"
         )
+    context["panels"] = [
+        panel
+        for module in installed_modules()
+        for make_panel in module.patient_panels
+        if (panel := make_panel(session, principal, patient)) is not None
+    ]
     return context
 
 
@@ -484,9 +477,9 @@ def _form_action(session: Session, url: str, action: Any) -> Response:
         action()
     except DomainError as exc:
         session.rollback()
-        return _redirect(url, f"⚠ {exc.detail}")
+        return redirect(url, f"⚠ {exc.detail}")
     session.commit()
-    return _redirect(url, _("Saved."))
+    return redirect(url, _("Saved."))
 
 
 @router.post("/patients/{patient_id}/admit")
@@ -578,7 +571,7 @@ def patient_break_glass(
             status_code=422,
         )
     session.commit()
-    return _redirect(f"/patients/{patient_id}", _("Emergency access granted. This access will be reviewed."))
+    return redirect(f"/patients/{patient_id}", _("Emergency access granted. This access will be reviewed."))
 
 
 # --- a patient's own pages ---------------------------------------------------------------------------
@@ -709,7 +702,7 @@ def user_create(
             status_code=422,
         )
     session.commit()
-    return _redirect(f"/admin/users/{user.id}", _("Account created."))
+    return redirect(f"/admin/users/{user.id}", _("Account created."))
 
 
 def _managed(session: Session, principal: Principal, user_id: str) -> User:
@@ -776,9 +769,9 @@ def user_update(
         )
     except (identity.AccountError, ValueError) as exc:
         session.rollback()
-        return _redirect(f"/admin/users/{user_id}", f"⚠ {exc}")
+        return redirect(f"/admin/users/{user_id}", f"⚠ {exc}")
     session.commit()
-    return _redirect(f"/admin/users/{user_id}", _("Saved."))
+    return redirect(f"/admin/users/{user_id}", _("Saved."))
 
 
 @router.post("/admin/users/{user_id}/unlock")
@@ -786,7 +779,7 @@ def user_unlock(kernel: KernelDep, session: DbDep, principal: UserManager, user_
     user = _managed(session, principal, user_id)
     identity.unlock(session, kernel.audit, actor=principal.actor, user=user)
     session.commit()
-    return _redirect(f"/admin/users/{user_id}", _("Account unlocked."))
+    return redirect(f"/admin/users/{user_id}", _("Account unlocked."))
 
 
 @router.post("/admin/users/{user_id}/password")
@@ -809,9 +802,9 @@ def user_reset_password(
         )
     except identity.AccountError as exc:
         session.rollback()
-        return _redirect(f"/admin/users/{user_id}", f"⚠ {exc}")
+        return redirect(f"/admin/users/{user_id}", f"⚠ {exc}")
     session.commit()
-    return _redirect(f"/admin/users/{user_id}", _("Password reset; the user's sessions were ended."))
+    return redirect(f"/admin/users/{user_id}", _("Password reset; the user's sessions were ended."))
 
 
 @router.get("/admin/dead-letters")
@@ -858,7 +851,7 @@ def dead_letter_resolve(
         purpose=principal.purpose,
     )
     session.commit()
-    return _redirect("/admin/dead-letters", _("Marked as resolved."))
+    return redirect("/admin/dead-letters", _("Marked as resolved."))
 
 
 # --- audit -------------------------------------------------------------------------------------------
@@ -991,16 +984,16 @@ def account_password(
         raise NotFound("account no longer exists")
     if not kernel.auth.reauthenticate(session, user, current_password, client_ip=principal.client_ip):
         session.commit()  # keeps the audit record (and the failure count) of the wrong password
-        return _redirect("/account", _("⚠ Wrong password."))
+        return redirect("/account", _("⚠ Wrong password."))
     try:
         identity.set_password(
             session, kernel.audit, actor=principal.actor, user=user, new_password=new_password, by_owner=True
         )
     except identity.AccountError as exc:
         session.rollback()
-        return _redirect("/account", f"⚠ {exc}")
+        return redirect("/account", f"⚠ {exc}")
     session.commit()
-    return _redirect("/login", _("Password changed. Please sign in again."))
+    return redirect("/login", _("Password changed. Please sign in again."))
 
 
 @router.post("/account/totp/begin")
@@ -1013,7 +1006,7 @@ def account_totp_begin(kernel: KernelDep, session: DbDep, principal: Signed) -> 
     except identity.AccountError as exc:
         raise Conflict(str(exc)) from exc
     session.commit()
-    return _redirect("/account#totp")
+    return redirect("/account#totp")
 
 
 @router.post("/account/totp/confirm")
@@ -1027,7 +1020,7 @@ def account_totp_confirm(
         session, kernel.audit, actor=principal.actor, user=user, box=kernel.secret_box, code=code
     )
     session.commit()
-    return _redirect("/account#totp", _("Second factor is on.") if ok else _("⚠ Wrong code. Try again."))
+    return redirect("/account#totp", _("Second factor is on.") if ok else _("⚠ Wrong code. Try again."))
 
 
 @router.post("/account/totp/disable")
@@ -1038,10 +1031,10 @@ def account_totp_disable(
     if user is None:
         raise NotFound("account no longer exists")
     if user.role in kernel.settings.totp_required_roles:
-        return _redirect("/account#totp", _("⚠ Your role must use a second factor."))
+        return redirect("/account#totp", _("⚠ Your role must use a second factor."))
     if not kernel.auth.reauthenticate(session, user, password, client_ip=principal.client_ip):
         session.commit()
-        return _redirect("/account#totp", _("⚠ Wrong password."))
+        return redirect("/account#totp", _("⚠ Wrong password."))
     identity.disable_totp(session, kernel.audit, actor=principal.actor, user=user)
     session.commit()
-    return _redirect("/account#totp", _("Second factor is off."))
+    return redirect("/account#totp", _("Second factor is off."))

@@ -39,9 +39,12 @@ class _InProcessSubscription(Subscription):
 
 
 class InProcessBus(EventBus):
+    durable = False
+
     def __init__(self, *, retain: int = 10_000, retry_delay_s: float = 0.05) -> None:
         self._retained: deque[Event] = deque(maxlen=retain)
         self._consumers: dict[str, _Consumer] = {}
+        self._routes: dict[str, list[_Consumer]] = {}  # subject → its consumers; reset when they change
         self._retry_delay_s = retry_delay_s
         self._closed = False
 
@@ -60,9 +63,14 @@ class InProcessBus(EventBus):
         if self._closed:
             raise RuntimeError("event bus is closed")
         self._retained.append(event)
-        for consumer in self._consumers.values():
-            if subject_matches(consumer.subject_filter, event.subject):
-                consumer.queue.put_nowait(event)
+        consumers = self._routes.get(event.subject)
+        if consumers is None:
+            consumers = [
+                c for c in self._consumers.values() if subject_matches(c.subject_filter, event.subject)
+            ]
+            self._routes[event.subject] = consumers
+        for consumer in consumers:
+            consumer.queue.put_nowait(event)
 
     async def subscribe(
         self,
@@ -81,11 +89,13 @@ class InProcessBus(EventBus):
             if subject_matches(subject_filter, event.subject):
                 consumer.queue.put_nowait(event)
         self._consumers[durable] = consumer
+        self._routes.clear()
         consumer.task = asyncio.create_task(self._run(consumer), name=f"bus-consumer-{durable}")
         return _InProcessSubscription(self, consumer)
 
     async def _stop_consumer(self, consumer: _Consumer) -> None:
         self._consumers.pop(consumer.durable, None)
+        self._routes.clear()
         if consumer.task is not None:
             consumer.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

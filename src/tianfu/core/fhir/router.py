@@ -71,6 +71,11 @@ SEARCH_PARAMS = {
 }
 
 
+def register_search(resource_type: str, params: list[str]) -> None:
+    """A module serving another resource type: its search parameters (also listed in the metadata)."""
+    SEARCH_PARAMS[resource_type] = params
+
+
 def searchset(
     request: Request, resource_type: str, resources: list[dict[str, Any]], total: int, count: int, offset: int
 ) -> FhirResponse:

@@ -38,6 +38,7 @@ class Permission(StrEnum):
     AI_FEEDBACK = "ai_output.feedback"
     AI_USAGE_READ = "ai_output.usage"  # per-model volume and agreement, no patient data
     DEAD_LETTER_MANAGE = "dead_letter.manage"
+    DEVICE_MANAGE = "device.manage"  # register bedside devices and place them at beds
     ACCOUNT_SELF = "account.self"  # change one's own password and second factor
 
 
@@ -54,7 +55,7 @@ _CLINICIAN = {
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.NURSE: frozenset(_CLINICIAN | {Permission.ENCOUNTER_WRITE}),
+    Role.NURSE: frozenset(_CLINICIAN | {Permission.ENCOUNTER_WRITE, Permission.DEVICE_MANAGE}),
     Role.PHYSICIAN: frozenset(_CLINICIAN | {Permission.PATIENT_WRITE, Permission.ENCOUNTER_WRITE}),
     Role.RADIOLOGIST: frozenset(_CLINICIAN),
     Role.CONSULTANT: frozenset(_CLINICIAN - {Permission.BREAK_GLASS}),
@@ -68,6 +69,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.USER_READ,
             Permission.USER_MANAGE,
             Permission.DEAD_LETTER_MANAGE,
+            Permission.DEVICE_MANAGE,
             Permission.AI_USAGE_READ,
             Permission.ACCOUNT_SELF,
         }
