@@ -1,0 +1,443 @@
+"""``tianfu bench monitoring``: the whole path under load, measured from outside.
+
+A throw-away hospital of ``beds`` occupied beds (50 per ward) is created; Tianfu is started as
+``tianfu serve`` would run it (HTTP server, HL7 MLLP listener, pipeline, in-process bus); a separate load
+process then plays ``beds`` bedside monitors, each on its own MLLP connection sending one PCD-01 report
+every ``1/rate`` seconds and waiting for the ACK, and one central-station client follows one ward's
+Server-Sent Events stream. Every report carries its send time (OBX-14, to the millisecond); the client
+measures, for each bed update it receives, the delay from send to visible, and separately for updates that
+show a newly raised alarm (a third of the beds alternate a systolic pressure of 200 and 120 mmHg, which
+raises and clears a medium alarm, no delay, at every other report). Server CPU and memory come from
+``/proc``; the parser comparison parses the same messages with Tianfu's reader and the ``hl7`` library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+BEDS_PER_WARD = 50
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the hospital under load -------------------------------------------------------------------------
+
+
+def build_hospital(database_url: str, var_dir: Path, beds: int) -> tuple[str, list[str]]:
+    """A hospital with ``beds`` admitted patients, each bed with a monitor; returns a ward id and the
+    monitors' identifiers. Bulk inserts: thousands of rows in seconds."""
+    from sqlalchemy import insert
+
+    from tianfu.core.db import new_id, utcnow
+    from tianfu.core.kernel import Kernel
+    from tianfu.core.migrate import upgrade
+    from tianfu.core.patients.models import Encounter, Location, Organization, Patient
+    from tianfu.core.settings import Settings
+    from tianfu.demo import seed
+    from tianfu.monitoring.tables import MonitoringDevice
+
+    upgrade(database_url)
+    kernel = Kernel(Settings(demo=True, database_url=database_url, var_dir=var_dir))
+    seed(kernel)
+    org = new_id()
+    now = utcnow()
+    wards = [new_id() for _ in range((beds + BEDS_PER_WARD - 1) // BEDS_PER_WARD)]
+    locations: list[dict[str, Any]] = [
+        {
+            "id": w,
+            "organization_id": org,
+            "parent_id": None,
+            "kind": "ward",
+            "code": f"W{i:03d}",
+            "name": f"负载病区{i:03d}",
+            "name_en": f"Load ward {i}",
+            "specialty": "",
+            "active": True,
+        }
+        for i, w in enumerate(wards)
+    ]
+    patients, encounters, devices, identifiers = [], [], [], []
+    for n in range(beds):
+        bed_id, patient_id = new_id(), new_id()
+        ward = wards[n // BEDS_PER_WARD]
+        identifier = f"LOAD{n:05d}"
+        identifiers.append(identifier)
+        locations.append(
+            {
+                "id": bed_id,
+                "organization_id": org,
+                "parent_id": ward,
+                "kind": "bed",
+                "code": f"B{n:05d}",
+                "name": f"{n % BEDS_PER_WARD + 1:02d}床",
+                "name_en": "",
+                "specialty": "",
+                "active": True,
+            }
+        )
+        patients.append(
+            {
+                "id": patient_id,
+                "mrn": f"L{n:06d}",
+                "managing_organization_id": org,
+                "name": f"负载患者{n}",
+                "family_name": "",
+                "given_name": "",
+                "gender": "female",
+                "birth_date": None,
+                "national_id": "",
+                "phone": "",
+                "address": "",
+                "created_at": now,
+                "updated_at": now,
+                "voided": False,
+                "void_reason": "",
+            }
+        )
+        encounters.append(
+            {
+                "id": new_id(),
+                "patient_id": patient_id,
+                "organization_id": org,
+                "encounter_class": "IMP",
+                "status": "in-progress",
+                "ward_id": ward,
+                "bed_id": bed_id,
+                "attending_id": None,
+                "reason": "",
+                "period_start": now - timedelta(hours=2),
+                "period_end": None,
+            }
+        )
+        devices.append(
+            {
+                "id": new_id(),
+                "identifier": identifier,
+                "kind": "monitor",
+                "label": identifier,
+                "manufacturer": "bench",
+                "model": "",
+                "organization_id": org,
+                "bed_id": bed_id,
+                "active": True,
+                "registered_at": now,
+                "last_seen_at": None,
+                "last_source": "",
+            }
+        )
+    with kernel.sessions() as session, session.begin():
+        session.execute(
+            insert(Organization).values(
+                id=org,
+                code="BENCH",
+                name="负载测试医院",
+                name_en="Bench",
+                level="",
+                address="",
+                phone="",
+                active=True,
+                created_at=now,
+            )
+        )
+        session.execute(insert(Location), locations[: len(wards)])
+        session.execute(insert(Location), locations[len(wards) :])
+        session.execute(insert(Patient), patients)
+        session.execute(insert(Encounter), encounters)
+        session.execute(insert(MonitoringDevice), devices)
+    kernel.engine.dispose()
+    return wards[0], identifiers
+
+
+# --- the load process ----------------------------------------------------------------------------------
+
+
+def _message(device: str, sequence: int, systolic: int) -> bytes:
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y%m%d%H%M%S") + f".{now.microsecond // 1000:03d}+0000"
+    values = (
+        (147842, 72 + sequence % 5, "264864"),
+        (150456, 97, "262688"),
+        (151562, 16, "264928"),
+        (150021, systolic, "266016"),
+        (150022, 70, "266016"),
+    )
+    lines = [
+        f"MSH|^~\\&|BENCH^{device}^EUI-64|B|TIANFU|T|{stamp}||ORU^R01^ORU_R01|{device}-{sequence}|P|2.6",
+        f"OBR|1|{device}-{sequence}|{device}-{sequence}|182777000^monitoring of patient^SCT|||{stamp}",
+    ]
+    lines += [
+        f"OBX|{i}|NM|{code}^^MDC|1.{i}.1.1|{value}|{unit}^^MDC|||||R|||{stamp}"
+        for i, (code, value, unit) in enumerate(values, start=1)
+    ]
+    return b"\x0b" + ("\r".join(lines) + "\r").encode() + b"\x1c\x0d"
+
+
+async def _monitor(
+    host: str,
+    port: int,
+    device: str,
+    period: float,
+    measure_from: float,
+    until: float,
+    alarming: bool,
+    counts: dict[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    sequence = 0
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + period * (hash(device) % 1000) / 1000  # spread the monitors over the period
+    while loop.time() < until:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        next_at += period
+        sequence += 1
+        systolic = 200 if alarming and sequence % 2 else 120
+        writer.write(_message(device, sequence, systolic))
+        await writer.drain()
+        answer = await reader.readuntil(b"\x1c\x0d")
+        if loop.time() < measure_from:
+            continue
+        counts["acked" if b"MSA|AA|" in answer else "refused"] += 1
+        if loop.time() - next_at > period:  # fell behind: the server does not keep up
+            counts["late"] += 1
+            next_at = loop.time()
+    writer.close()
+
+
+def _central_station(
+    base: str, token: str, ward: str, measure_from: float, until: float, out: dict[str, list[float]]
+) -> None:
+    """Follow one ward's stream; for each update after the warm-up, how long since the monitor sent it."""
+    request = urllib.request.Request(  # noqa: S310 - our own local server
+        f"{base}/api/v1/monitoring/wards/{ward}/stream", headers={"Authorization": f"Bearer {token}"}
+    )
+    alarmed: dict[str, bool] = {}
+    with urllib.request.urlopen(request, timeout=30) as stream:  # noqa: S310 - our own local server
+        for raw in stream:
+            if time.time() > until:
+                return
+            line = raw.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            state = json.loads(line[6:])
+            received = time.time()
+            vital = state["vitals"].get("systolic_bp")
+            if vital is None:
+                continue
+            sent = datetime.fromisoformat(vital[1]).timestamp()
+            has_alarm = any(a["condition"] == "limit:systolic_bp_high" for a in state["alarms"])
+            if sent >= measure_from:
+                out["update"].append(received - sent)
+                if has_alarm and not alarmed.get(state["bed_id"]):
+                    out["alarm"].append(received - sent)
+            alarmed[state["bed_id"]] = has_alarm
+
+
+def _load(
+    host: str,
+    port: int,
+    devices: list[str],
+    rate: float,
+    warmup: float,
+    seconds: float,
+    base: str,
+    token: str,
+    ward: str,
+    queue: Any,
+) -> None:
+    until_wall = time.time() + warmup + seconds
+    latencies: dict[str, list[float]] = {"update": [], "alarm": []}
+    station = threading.Thread(
+        target=_central_station,
+        args=(base, token, ward, time.time() + warmup, until_wall, latencies),
+        daemon=True,
+    )
+    station.start()
+    counts = {"acked": 0, "refused": 0, "late": 0}
+
+    async def main() -> None:
+        now = asyncio.get_running_loop().time()
+        asyncio.get_running_loop().call_later(warmup, queue.put, "measuring")
+        await asyncio.gather(
+            *(
+                _monitor(host, port, d, 1.0 / rate, now + warmup, now + warmup + seconds, i % 3 == 0, counts)
+                for i, d in enumerate(devices)
+            )
+        )
+
+    asyncio.run(main())
+    station.join(timeout=5)
+    queue.put({"counts": counts, "latency": latencies})
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+def _proc_cpu_seconds() -> float:
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def parser_comparison(messages: int = 5000) -> dict[str, int]:
+    """Messages per second: Tianfu's PCD-01 reader against the ``hl7`` library on the same messages."""
+    from tianfu.monitoring.ingest.hl7 import parse_pcd01
+
+    raw = [_message(f"PARSE{i % 50:03d}", i, 120)[1:-2] for i in range(messages)]
+    start = time.perf_counter()
+    for message in raw:
+        parse_pcd01(message)
+    ours = messages / (time.perf_counter() - start)
+    result = {"tianfu_reader_msgs_per_s": round(ours)}
+    try:
+        import hl7  # type: ignore[import-untyped]
+    except ImportError:
+        return result
+    texts = [m.decode() for m in raw]
+    start = time.perf_counter()
+    for text in texts:
+        hl7.parse(text)
+    result["hl7_library_msgs_per_s"] = round(messages / (time.perf_counter() - start))
+    return result
+
+
+def run(
+    *, beds: int, rate: float, seconds: float, warmup: float = 10.0, postgres: str | None = None
+) -> dict[str, Any]:
+    import uvicorn
+    from sqlalchemy import select
+
+    from tianfu.core.identity.models import User
+    from tianfu.core.patients.models import Location
+    from tianfu.demo import DEMO_PASSWORD
+
+    with tempfile.TemporaryDirectory(prefix="tianfu-bench-") as tmp:
+        var = Path(tmp)
+        database_url = postgres or f"sqlite:///{var / 'bench.db'}"
+        admin_url = None
+        if postgres:
+            import psycopg
+            from sqlalchemy import make_url
+
+            name = f"tianfu_bench_{uuid.uuid4().hex[:8]}"
+            admin_url = make_url(postgres).set(drivername="postgresql").render_as_string(hide_password=False)
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            database_url = make_url(postgres).set(database=name).render_as_string(hide_password=False)
+        try:
+            ward, devices = build_hospital(database_url, var, beds)
+            http_port, hl7_port = _free_port(), _free_port()
+            os.environ.update(
+                TIANFU_DEMO="1",
+                TIANFU_DATABASE_URL=database_url,
+                TIANFU_VAR_DIR=str(var),
+                TIANFU_HL7_PORT=str(hl7_port),
+                TIANFU_HL7_HOST="127.0.0.1",
+                TIANFU_DEMO_FEED="false",
+            )
+            from tianfu.app import create_app
+            from tianfu.core.settings import Settings
+            from tianfu.monitoring.settings import get_monitoring_settings
+
+            get_monitoring_settings.cache_clear()
+            settings = Settings()
+            app = create_app(settings)
+            server = uvicorn.Server(
+                uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning")
+            )
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            while not server.started:
+                time.sleep(0.05)
+            base = f"http://127.0.0.1:{http_port}"
+            kernel = app.state.kernel
+            with kernel.sessions() as session:
+                nurse = session.scalars(select(User).where(User.username == "nurse.wang")).one()
+                nurse.wards.append(session.get(Location, ward))  # the station client watches the first ward
+                session.commit()
+            login = json.dumps({"username": "nurse.wang", "password": DEMO_PASSWORD}).encode()
+            request = urllib.request.Request(  # noqa: S310 - our own local server
+                f"{base}/api/v1/auth/token", data=login, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request) as answer:  # noqa: S310 - our own local server
+                token = json.loads(answer.read())["access_token"]
+            queue: Any = multiprocessing.get_context("spawn").Queue()
+            loader = multiprocessing.get_context("spawn").Process(
+                target=_load,
+                args=("127.0.0.1", hl7_port, devices, rate, warmup, seconds, base, token, ward, queue),
+            )
+            loader.start()
+            queue.get(timeout=warmup + 120)  # the monitors are connected and past the warm-up
+            cpu_before, wall_before = _proc_cpu_seconds(), time.perf_counter()
+            result = queue.get(timeout=seconds + 120)
+            wall = time.perf_counter() - wall_before
+            cpu = _proc_cpu_seconds() - cpu_before
+            loader.join(timeout=30)
+            pipeline = kernel.extensions["monitoring.pipeline"]
+            backlog = (
+                kernel.extensions["monitoring.mllp"].stats.accepted - pipeline.processed - pipeline.duplicates
+            )
+            rss = _rss_mib()
+            server.should_exit = True
+            thread.join(timeout=30)
+        finally:
+            if admin_url is not None:
+                with psycopg.connect(admin_url, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    counts = result["counts"]
+    update, alarm = result["latency"]["update"], result["latency"]["alarm"]
+    return {
+        "beds": beds,
+        "rate_hz": rate,
+        "seconds": seconds,
+        "warmup_seconds": warmup,
+        "database": "PostgreSQL" if postgres else "SQLite",
+        "reports_acked": counts["acked"],
+        "reports_refused": counts["refused"],
+        "monitors_fell_behind": counts["late"],
+        "reports_per_s": round(counts["acked"] / seconds, 1),
+        "pipeline_backlog_at_end": backlog,
+        "update_latency_ms": {
+            "p50": round(_percentile(update, 0.5) * 1000, 1),
+            "p99": round(_percentile(update, 0.99) * 1000, 1),
+            "n": len(update),
+        },
+        "alarm_latency_ms": {
+            "p50": round(_percentile(alarm, 0.5) * 1000, 1),
+            "p99": round(_percentile(alarm, 0.99) * 1000, 1),
+            "n": len(alarm),
+        },
+        "server_cpu_cores": round(cpu / wall, 2),
+        "server_rss_mib": round(rss),
+        "parser": parser_comparison(),
+        "mean_update_latency_ms": round(statistics.fmean(update) * 1000, 1) if update else None,
+    }

@@ -1,0 +1,168 @@
+"""Central vital-sign monitoring (患者生命体征集中监测), plugged into the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tianfu.core.deadletter import service as deadletters
+from tianfu.core.i18n import N_
+from tianfu.core.kernel import Kernel
+from tianfu.core.patients.models import Patient
+from tianfu.core.plugins import PatientPanel, TianfuModule
+from tianfu.core.security.permissions import Permission
+from tianfu.core.security.principal import Principal
+from tianfu.monitoring import cli, views
+from tianfu.monitoring.ingest.mllp import MllpServer
+from tianfu.monitoring.ingest.mqtt import MqttIngest
+from tianfu.monitoring.ingest.report import DeviceReport
+from tianfu.monitoring.live import LiveWards
+from tianfu.monitoring.pipeline import BED_SUBJECT, Pipeline, report_subject
+from tianfu.monitoring.settings import MonitoringSettings, get_monitoring_settings
+
+Stopper = Callable[[], Awaitable[None]]
+
+
+class Ingest:
+    """Turns device reports into bus events; refused input goes to the dead-letter store."""
+
+    def __init__(self, kernel: Kernel, settings: MonitoringSettings) -> None:
+        self.kernel = kernel
+        self.settings = settings
+
+    async def accept(self, report: DeviceReport) -> None:
+        # The event id is the sender's message id: a monitor that resends a message after a lost ACK
+        # produces the same event, which JetStream stores once and the pipeline skips.
+        event_id = f"{report.device_id}/{report.message_id}"
+        await self.kernel.bus.publish(
+            report_subject(report.device_id, self.settings.partitions), report.to_data(), event_id=event_id
+        )
+
+    async def reject(self, raw: bytes, reason: str, origin: Any) -> None:
+        source = "mqtt" if isinstance(origin, dict) else "hl7-mllp"
+        meta = origin if isinstance(origin, dict) else {"peer": origin}
+
+        def store() -> None:
+            with self.kernel.sessions() as session, session.begin():
+                deadletters.store(session, source=source, reason=reason, payload=raw, meta=meta)
+
+        await asyncio.to_thread(store)
+
+
+async def start_ingest(kernel: Kernel) -> Stopper:
+    """HL7 MLLP listener (and MQTT when configured) in this process."""
+    settings = get_monitoring_settings()
+    ingest = Ingest(kernel, settings)
+    stoppers: list[Stopper] = []
+    if settings.hl7_port:
+        server = MllpServer(ingest.accept, ingest.reject, host=settings.hl7_host, port=settings.hl7_port)
+        await server.start()
+        kernel.extensions["monitoring.mllp"] = server
+        stoppers.append(server.stop)
+        if kernel.settings.demo and settings.demo_feed:
+            from tianfu.monitoring.demo import start_feed
+
+            stoppers.append(await start_feed(kernel, host="127.0.0.1", port=server.port))
+    if settings.mqtt_url:
+        mqtt = MqttIngest(settings.mqtt_url, ingest.accept, ingest.reject)
+        await mqtt.start()
+        kernel.extensions["monitoring.mqtt"] = mqtt
+        stoppers.append(mqtt.stop)
+
+    async def stop() -> None:
+        for stopper in reversed(stoppers):
+            await stopper()
+
+    return stop
+
+
+async def start_live_view(kernel: Kernel) -> Stopper:
+    """Keep every ward's latest bed states for this process's central-station pages."""
+    wards: LiveWards = kernel.extensions.setdefault("monitoring.live", LiveWards())
+    subscription = await kernel.bus.subscribe(
+        f"{BED_SUBJECT}.>", f"monitoring-live-{uuid.uuid4().hex[:8]}", wards.on_event, max_deliver=1
+    )
+    return subscription.stop
+
+
+async def start_pipeline(kernel: Kernel) -> Stopper:
+    """Scoring and alarms for every partition, unless separate ``tianfu worker`` processes do it."""
+    settings = get_monitoring_settings()
+    if settings.pipeline != "serve":
+
+        async def nothing() -> None:
+            return None
+
+        return nothing
+    pipeline = Pipeline(kernel, settings, model=load_model())
+    await pipeline.start()
+    kernel.extensions["monitoring.pipeline"] = pipeline
+    return pipeline.stop
+
+
+async def start_retention(kernel: Kernel) -> Stopper:
+    """Fold old per-minute vital signs into hourly means and drop what is past retention, hourly."""
+    from tianfu.monitoring.retention import run_forever
+
+    task = asyncio.create_task(run_forever(kernel, get_monitoring_settings()), name="monitoring-retention")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return stop
+
+
+def load_model() -> Any:
+    from tianfu.monitoring.sepsis import SepsisModel
+
+    try:
+        return SepsisModel.load()
+    except FileNotFoundError:  # a checkout without the trained artefact still monitors, without sepsis risk
+        return None
+
+
+def patient_panel(session: Session, principal: Principal, patient: Patient) -> PatientPanel | None:
+    if not principal.can(Permission.CLINICAL_READ):
+        return None
+    from tianfu.monitoring.tables import VitalSample
+
+    latest = session.scalar(
+        select(VitalSample)
+        .where(VitalSample.patient_id == patient.id)
+        .order_by(VitalSample.observed_at.desc())
+        .limit(1)
+    )
+    return PatientPanel(N_("Vital signs"), "monitoring/_panel.html", {"latest": latest, "patient": patient})
+
+
+def seed_demo(kernel: Kernel) -> None:
+    from tianfu.monitoring.demo import seed
+
+    seed(kernel)
+
+
+MODULE = TianfuModule(
+    key="monitoring",
+    home_path="/monitoring",
+    api_router=views.api,
+    fhir_router=views.fhir,
+    page_router=views.pages,
+    templates_dir=Path(__file__).parent / "templates",
+    static_dir=Path(__file__).parent / "static",
+    model_modules=("tianfu.monitoring.tables",),
+    cli=cli.app,
+    cli_name="monitor",
+    bench=cli.bench,
+    services=(start_live_view, start_pipeline, start_ingest, start_retention),
+    seed_demo=seed_demo,
+    patient_panels=(patient_panel,),
+)

@@ -1,0 +1,984 @@
+"""The scoring and alarm worker: device reports in; NEWS2, sepsis risk, alarms, storage and live updates out.
+
+One pipeline serves a set of bus partitions (all of them in ``tianfu serve``; a share each in scaled-out
+``tianfu worker`` processes). Per report it finds the bed and patient, updates the bed's current vital
+signs, scores NEWS2, feeds the alarm engine, and publishes the bed's new state for central stations.
+Writes are buffered and committed together at the end of each bus batch, before the batch is
+acknowledged: what is acknowledged is stored, so a worker that dies loses nothing, and a report that comes
+again is recognised by its message id. The alarm engine's state is saved every few seconds; an alarm the
+database already shows as active is never raised a second time, even by a worker that restarted from an
+older save.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from tianfu.core.bus import Event, EventBus, Subscription
+from tianfu.core.db import utcnow
+from tianfu.core.kernel import Kernel
+from tianfu.core.patients.models import Encounter, Location, Patient
+from tianfu.monitoring import devices
+from tianfu.monitoring.alarms import (
+    Acknowledge,
+    AlarmEngine,
+    AlarmEvent,
+    ConfigureBed,
+    EndMonitoring,
+    EventKind,
+    News2Scored,
+    PauseAudio,
+    Population,
+    Tick,
+    VitalSample,
+    condition_category,
+)
+from tianfu.monitoring.ingest.report import DeviceReport
+from tianfu.monitoring.scores import MewsResult, News2Result, QsofaResult, mews, news2, qsofa
+from tianfu.monitoring.sepsis import OnlineFeatureExtractor, SepsisModel
+from tianfu.monitoring.settings import MonitoringSettings
+from tianfu.monitoring.tables import (
+    AlarmEpisode,
+    EngineSnapshot,
+    MonitoringDevice,
+    MonitoringProfile,
+    NursingObservation,
+)
+from tianfu.monitoring.tables import (
+    VitalSample as StoredSample,
+)
+from tianfu.monitoring.vitals import Measurement, Parameter, Validity, current_vital_set
+
+log = logging.getLogger(__name__)
+
+REPORT_SUBJECT = "tianfu.monitoring.report"  # .p<partition>
+COMMAND_SUBJECT = "tianfu.monitoring.command"  # .p<partition>
+BED_SUBJECT = "tianfu.monitoring.bed"  # .<ward id>: a bed's live state
+ALARM_SUBJECT = "tianfu.monitoring.alarm"  # .<event kind>
+DEVICE_SUBJECT = "tianfu.monitoring.device"  # .assigned: a device moved to another bed (or none)
+STORED_PARAMETERS = (
+    "heart_rate",
+    "pulse_rate",
+    "spo2",
+    "respiratory_rate",
+    "systolic_bp",
+    "diastolic_bp",
+    "mean_bp",
+    "temperature",
+    "etco2",
+)
+TO_ENGINE = {
+    "heart_rate": Parameter.PULSE,
+    "spo2": Parameter.SPO2,
+    "respiratory_rate": Parameter.RESPIRATORY_RATE,
+    "systolic_bp": Parameter.SYSTOLIC_BP,
+    "diastolic_bp": Parameter.DIASTOLIC_BP,
+    "mean_bp": Parameter.MEAN_BP,
+    "temperature": Parameter.TEMPERATURE,
+}
+PHYSIONET_COLUMNS = {
+    "heart_rate": "HR",
+    "spo2": "O2Sat",
+    "temperature": "Temp",
+    "systolic_bp": "SBP",
+    "mean_bp": "MAP",
+    "diastolic_bp": "DBP",
+    "respiratory_rate": "Resp",
+    "etco2": "EtCO2",
+}
+# Device assignments and admissions announce themselves on the bus and clear the cache at once; the time
+# limit only bounds how long a missed announcement could mislead.
+PLACEMENT_TTL_S = 300.0
+SEEN_EVERY_S = 60.0  # how often a device's "last seen" is written
+SNAPSHOT_EVERY_S = 10.0
+
+
+def partition_of(device_id: str, partitions: int) -> int:
+    return zlib.crc32(device_id.encode()) % partitions
+
+
+def report_subject(device_id: str, partitions: int) -> str:
+    return f"{REPORT_SUBJECT}.p{partition_of(device_id, partitions)}"
+
+
+@dataclass
+class SepsisTracker:
+    """The patient's hourly record, fed to the sepsis model as each hour completes."""
+
+    extractor: OnlineFeatureExtractor = field(default_factory=OnlineFeatureExtractor)
+    hour: datetime | None = None
+    sums: dict[str, list[float]] = field(default_factory=dict)  # parameter → [sum, count]
+    risk: float | None = None
+    alarm: bool = False
+    contributions: list[dict[str, Any]] = field(default_factory=list)
+    hours_seen: int = 0
+
+
+@dataclass
+class BedState:
+    bed_id: str
+    ward_id: str | None
+    device_pk: str
+    device_identifier: str
+    patient_id: str | None
+    encounter_id: str | None
+    encounter_start: datetime | None = None
+    patient: dict[str, Any] = field(default_factory=dict)  # display: name, mrn, gender, age
+    bed_name: str = ""
+    population: Population = Population.ADULT
+    spo2_scale: int | None = None
+    limits: dict[str, float | None] = field(default_factory=dict)
+    latest: dict[str, tuple[float, datetime]] = field(default_factory=dict)  # raw values as received
+    measurements: dict[Parameter, Measurement] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)  # parameter → sensor_off / implausible
+    news2: News2Result | None = None
+    mews: MewsResult | None = None  # shown beside NEWS2; neither raises alarms
+    qsofa: QsofaResult | None = None
+    news2_fed: tuple[int, bool] | None = None
+    last_stored: datetime | None = None
+    recent_ids: deque[str] = field(default_factory=lambda: deque(maxlen=512))
+    sepsis: SepsisTracker | None = None
+    history_pending: bool = False  # the patient's past hours are still to be fed to the sepsis tracker
+    seq: int = 0
+    configured: bool = False
+
+
+@dataclass
+class _Placed:
+    device_pk: str
+    bed_id: str | None
+    ward_id: str | None
+    patient_id: str | None
+    encounter_id: str | None
+    fetched: float
+    seen_written: float = 0.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        kernel: Kernel,
+        settings: MonitoringSettings,
+        *,
+        partitions: Sequence[int] | None = None,
+        model: SepsisModel | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.settings = settings
+        self.bus: EventBus = kernel.bus
+        self.partitions = list(partitions if partitions is not None else range(settings.partitions))
+        self.snapshot_key = "monitoring:" + ",".join(map(str, self.partitions))
+        # Each distinct set of partitions needs its own copy of admissions and order changes.
+        self._consumer_suffix = "p" + "-".join(map(str, self.partitions))
+        self.engine = AlarmEngine()
+        self.model = model
+        self.beds: dict[str, BedState] = {}  # by bed id
+        self._placements: dict[str, _Placed] = {}  # by device identifier
+        self._episode_ids: dict[str, str] = {}  # engine episode id → stored episode id
+        self._active_by_condition: dict[tuple[str, str], str] = {}  # (bed, condition) → stored episode id
+        self._pending: _PendingWrites = _PendingWrites()
+        self._unassociated_stored: dict[str, datetime] = {}
+        self._commit_lock = asyncio.Lock()  # device → when its last row was kept
+        self._subscriptions: list[Subscription] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._history_loader: asyncio.Task[None] | None = None
+        self._background_commit: asyncio.Task[None] | None = None
+        self._last_snapshot = time.monotonic()
+        self.processed = 0
+        self.duplicates = 0
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._restore)
+        await asyncio.to_thread(self._preload)
+        self._history_loader = asyncio.create_task(self._load_histories(), name="monitoring-histories")
+        for p in self.partitions:
+            self._subscriptions.append(
+                await self.bus.subscribe(
+                    f"{REPORT_SUBJECT}.p{p}",
+                    f"monitoring-report-p{p}",
+                    self.on_report,
+                    on_batch_end=self._end_batch,
+                )
+            )
+            self._subscriptions.append(
+                await self.bus.subscribe(
+                    f"{COMMAND_SUBJECT}.p{p}",
+                    f"monitoring-command-p{p}",
+                    self.on_command,
+                    on_batch_end=self._end_batch,
+                )
+            )
+        self._subscriptions.append(
+            await self.bus.subscribe(
+                "tianfu.encounter.*", f"monitoring-encounters-{self._consumer_suffix}", self.on_encounter
+            )
+        )
+        self._subscriptions.append(
+            await self.bus.subscribe(
+                DEVICE_SUBJECT + ".*", f"monitoring-devices-{self._consumer_suffix}", self.on_device_changed
+            )
+        )
+        self._subscriptions.append(
+            await self.bus.subscribe(
+                "tianfu.monitoring.patient.*",
+                f"monitoring-patients-{self._consumer_suffix}",
+                self.on_patient_changed,
+            )
+        )
+        self._ticker = asyncio.create_task(self._tick_forever(), name="monitoring-tick")
+
+    async def stop(self) -> None:
+        for task in (self._ticker, self._history_loader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for subscription in self._subscriptions:
+            await subscription.stop()
+        self._pending.snapshot = self.engine.to_dict()
+        await self.commit()
+
+    def _restore(self) -> None:
+        with self.kernel.sessions() as session:
+            saved = session.get(EngineSnapshot, self.snapshot_key)
+            if saved is not None:
+                try:
+                    self.engine = AlarmEngine.from_dict(saved.state)
+                except ValueError:
+                    log.warning("alarm-engine snapshot %s is unreadable; starting fresh", self.snapshot_key)
+            for episode in session.scalars(select(AlarmEpisode).where(AlarmEpisode.state != "cleared")):
+                if episode.bed_id:
+                    self._active_by_condition[(episode.bed_id, episode.condition)] = episode.id
+                if episode.engine_episode_id:
+                    self._episode_ids[episode.engine_episode_id] = episode.id
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                outputs = self.engine.process(Tick(utcnow()))
+                self._handle_alarm_events(outputs)
+                if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY_S:
+                    self._pending.snapshot = self.engine.to_dict()
+                    self._last_snapshot = time.monotonic()
+                if self._pending.dirty:
+                    await self.commit()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("monitoring tick failed")
+
+    # --- reports -------------------------------------------------------------------------------------
+
+    async def on_report(self, event: Event) -> None:
+        report = DeviceReport.from_data(event.data)
+        await self.process(report)
+
+    async def process(self, report: DeviceReport) -> None:
+        placed = await self._placement(report)
+        if placed.bed_id is None:
+            self._store_unassociated(placed, report)
+            return
+        bed = self.beds.get(placed.bed_id)
+        if bed is None or bed.patient_id != placed.patient_id or bed.device_pk != placed.device_pk:
+            bed = await asyncio.to_thread(self._open_bed, placed, report.device_id)
+            self.beds[placed.bed_id] = bed
+        key = f"{report.device_id}/{report.message_id}"
+        if key in bed.recent_ids:
+            self.duplicates += 1
+            return
+        bed.recent_ids.append(key)
+        self.processed += 1
+        outputs: list[AlarmEvent] = []
+        if not bed.configured:
+            outputs += self.engine.process(
+                ConfigureBed(
+                    report.received_at, bed.bed_id, population=bed.population, limit_overrides=bed.limits
+                )
+            )
+            bed.configured = True
+        has_heart_rate = any(m.parameter == "heart_rate" for m in report.measurements)
+        for m in report.measurements:
+            bed.latest[m.parameter] = (m.value, m.observed_at)
+            parameter = TO_ENGINE.get(m.parameter)
+            if parameter is None and m.parameter == "pulse_rate" and not has_heart_rate:
+                parameter = Parameter.PULSE  # no ECG: the oximeter's pulse rate stands in
+            if parameter is None:
+                continue
+            measurement = Measurement(parameter, m.value, m.observed_at)
+            validity = measurement.validity
+            if validity is Validity.VALID:
+                bed.flags.pop(m.parameter, None)
+            else:
+                bed.flags[m.parameter] = validity.value
+            bed.measurements[parameter] = measurement
+            outputs += self.engine.process(VitalSample(m.observed_at, bed.bed_id, parameter, m.value))
+            if bed.sepsis is not None and m.parameter in PHYSIONET_COLUMNS and validity is Validity.VALID:
+                self._add_to_hour(bed, m.parameter, m.value, m.observed_at)
+        for name, (value, at) in report.charted.items():
+            self._apply_charted(bed, name, value, datetime.fromisoformat(at))
+        # Score as of now (or the report's own time, if a device clock runs ahead): a value charted a
+        # moment ago counts, one older than its maximum age does not.
+        now = max([m.observed_at for m in report.measurements] + [utcnow()])
+        outputs += self._score(bed, now)
+        self._handle_alarm_events(outputs)
+        measured = max((m.observed_at for m in report.measurements), default=report.received_at)
+        self._maybe_store(bed, placed, report, measured)
+        await self._publish_bed(bed)
+
+    def _apply_charted(self, bed: BedState, name: str, value: Any, at: datetime) -> None:
+        if name == "consciousness":
+            bed.measurements[Parameter.CONSCIOUSNESS] = Measurement(Parameter.CONSCIOUSNESS, str(value), at)
+        elif name == "on_oxygen":
+            bed.measurements[Parameter.ON_OXYGEN] = Measurement(Parameter.ON_OXYGEN, bool(value), at)
+
+    def _score(self, bed: BedState, now: datetime) -> list[AlarmEvent]:
+        current = current_vital_set(bed.measurements.values(), now, spo2_scale=bed.spo2_scale)
+        bed.news2 = news2(current)
+        bed.mews, bed.qsofa = mews(current), qsofa(current)
+        fed = (bed.news2.total, bed.news2.red_score)
+        if fed == bed.news2_fed:
+            return []
+        bed.news2_fed = fed
+        return self.engine.process(News2Scored(now, bed.bed_id, bed.news2.total, bed.news2.red_score))
+
+    # --- the patient's hourly record and the sepsis model ---------------------------------------------
+
+    def _add_to_hour(self, bed: BedState, parameter: str, value: float, at: datetime) -> None:
+        tracker = bed.sepsis
+        assert tracker is not None
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        if tracker.hour is None:
+            tracker.hour = hour
+        elif hour > tracker.hour:
+            self._close_hour(bed, tracker)
+            tracker.hour = hour
+        total = tracker.sums.setdefault(parameter, [0.0, 0.0])
+        total[0] += value
+        total[1] += 1
+
+    def _close_hour(self, bed: BedState, tracker: SepsisTracker) -> None:
+        means = {p: s / n for p, (s, n) in tracker.sums.items() if n}
+        tracker.sums = {}
+        if not means or tracker.hour is None:
+            return
+        self._score_hour(bed, tracker, means, tracker.hour)
+        self._pending.samples.append(self._sample_row(bed, means, tracker.hour, "hour", sepsis=tracker.risk))
+
+    def _score_hour(
+        self,
+        bed: BedState,
+        tracker: SepsisTracker,
+        means: dict[str, float],
+        hour: datetime,
+        *,
+        predict: bool = True,
+    ) -> None:
+        row: dict[str, object] = {PHYSIONET_COLUMNS[p]: v for p, v in means.items() if p in PHYSIONET_COLUMNS}
+        if "HR" not in row and "pulse_rate" in means:
+            row["HR"] = means["pulse_rate"]
+        age = bed.patient.get("age_years")
+        row["Age"] = float(age) if age is not None else float("nan")
+        gender = bed.patient.get("gender")
+        row["Gender"] = 1.0 if gender == "male" else 0.0 if gender == "female" else float("nan")
+        if bed.encounter_start is not None:
+            row["ICULOS"] = max(1.0, (hour - bed.encounter_start).total_seconds() / 3600 + 1)
+            row["HospAdmTime"] = 0.0  # the stay began on this unit: no earlier time in hospital
+        features = tracker.extractor.update(row)
+        tracker.hours_seen += 1
+        if self.model is None or not predict:
+            return
+        explanation = self.model.explain(features, top_k=4)
+        tracker.risk = explanation.probability
+        tracker.alarm = self.model.alarm(explanation.probability)
+        tracker.contributions = [
+            {
+                "signal": c.name,
+                "value": None if c.value != c.value else round(c.value, 2),
+                "contribution": round(c.contribution, 3),
+            }
+            for c in explanation.top
+        ]
+
+    # --- alarms ----------------------------------------------------------------------------------------
+
+    def _handle_alarm_events(self, outputs: Iterable[AlarmEvent]) -> None:
+        touched: set[str] = set()
+        for output in outputs:
+            stored = self._stored_episode(output)
+            if stored is None:
+                continue
+            self._pending.events.append((stored, output))
+            touched.add(output.bed)
+            if output.kind is EventKind.CLEARED:
+                self._active_by_condition.pop((output.bed, output.condition), None)
+            if output.kind in {EventKind.RAISED, EventKind.ESCALATED, EventKind.CLEARED}:
+                self._pending.published.append(output)
+        for bed_id in touched:
+            bed = self.beds.get(bed_id)
+            if bed is not None:
+                self._pending.bed_updates.add(bed_id)
+
+    def _stored_episode(self, output: AlarmEvent) -> str | None:
+        stored = self._episode_ids.get(output.episode_id)
+        if stored is not None:  # a raise seen again is a worker replaying what it had already stored
+            return None if output.kind is EventKind.RAISED else stored
+        if output.kind is not EventKind.RAISED:
+            return None  # an episode raised before a restart from an older save: nothing to attach to
+        active = self._active_by_condition.get((output.bed, output.condition))
+        if active is not None:  # already raised and stored (a worker that restarted re-raises it)
+            self._episode_ids[output.episode_id] = active
+            return None
+        stored = hashlib.sha256(f"{output.episode_id}|{output.at.isoformat()}".encode()).hexdigest()[:32]
+        self._episode_ids[output.episode_id] = stored
+        self._active_by_condition[(output.bed, output.condition)] = stored
+        return stored
+
+    async def on_command(self, event: Event) -> None:
+        data = event.data
+        stored = data["episode_id"]
+        engine_id = next((e for e, s in self._episode_ids.items() if s == stored), None)
+        if engine_id is None:
+            log.warning("command for an alarm this worker does not hold: %s", stored)
+            return
+        at = datetime.fromisoformat(data["at"])
+        if data["action"] == "acknowledge":
+            outputs = self.engine.process(Acknowledge(at, engine_id, data["user_id"]))
+        elif data["action"] == "pause":
+            outputs = self.engine.process(
+                PauseAudio(at, engine_id, data["user_id"], timedelta(seconds=int(data.get("seconds", 120))))
+            )
+        else:
+            return
+        self._handle_alarm_events(outputs)
+        for bed_id in list(self._pending.bed_updates):
+            bed = self.beds.get(bed_id)
+            if bed is not None:
+                await self._publish_bed(bed)
+
+    async def on_patient_changed(self, event: Event) -> None:
+        """Monitoring orders changed: reopen the patient's bed with the new population, limits and scale."""
+        patient_id = event.data.get("patient_id")
+        for bed in list(self.beds.values()):
+            if bed.patient_id != patient_id:
+                continue
+            placed = _Placed(bed.device_pk, bed.bed_id, bed.ward_id, bed.patient_id, bed.encounter_id, 0.0)
+            fresh = await asyncio.to_thread(self._open_bed, placed, bed.device_identifier)
+            fresh.latest, fresh.measurements, fresh.flags = bed.latest, bed.measurements, bed.flags
+            fresh.recent_ids, fresh.seq, fresh.last_stored = bed.recent_ids, bed.seq, bed.last_stored
+            fresh.sepsis = bed.sepsis or fresh.sepsis  # the hour in progress goes on
+            self.beds[bed.bed_id] = fresh
+            outputs = self.engine.process(
+                ConfigureBed(
+                    utcnow(),
+                    bed.bed_id,
+                    population=fresh.population,
+                    limit_overrides=fresh.limits,
+                    user="system:orders",
+                )
+            )
+            fresh.configured = True
+            outputs += self._score(fresh, utcnow())
+            self._handle_alarm_events(outputs)
+            await self._publish_bed(fresh)
+
+    async def on_device_changed(self, event: Event) -> None:
+        self._placements.pop(event.data.get("identifier", ""), None)
+
+    async def on_encounter(self, event: Event) -> None:
+        """Admission, transfer or discharge: the bed's patient changes; monitoring of the old stay ends."""
+        bed_id = event.data.get("bed_id")
+        self._placements.clear()
+        for bed in list(self.beds.values()):
+            if bed.encounter_id == event.data.get("encounter_id") or bed.bed_id == bed_id:
+                outputs = self.engine.process(EndMonitoring(utcnow(), bed.bed_id, "system:adt"))
+                self._handle_alarm_events(outputs)
+                self.beds.pop(bed.bed_id, None)
+
+    # --- places, patients, storage ------------------------------------------------------------------
+
+    async def _placement(self, report: DeviceReport) -> _Placed:
+        cached = self._placements.get(report.device_id)
+        if cached is not None and time.monotonic() - cached.fetched < PLACEMENT_TTL_S:
+            if time.monotonic() - cached.seen_written > SEEN_EVERY_S:
+                cached.seen_written = time.monotonic()
+                self._pending.seen[cached.device_pk] = (report.received_at, report.source)
+            return cached
+        placed = await asyncio.to_thread(self._lookup, report)
+        placed.seen_written = placed.fetched  # the lookup wrote it
+        self._placements[report.device_id] = placed
+        return placed
+
+    def _lookup(self, report: DeviceReport) -> _Placed:
+        with self.kernel.sessions() as session:
+            if report.device_id.startswith("manual:"):  # charted by staff, no bedside device
+                patient_id = report.device_id.split(":", 1)[1]
+                device = devices.find_or_register(
+                    session, report.device_id, source=report.source, seen_at=report.received_at, kind="manual"
+                )
+                encounter = session.scalar(
+                    select(Encounter).where(
+                        Encounter.patient_id == patient_id, Encounter.status == "in-progress"
+                    )
+                )
+                bed_id = encounter.bed_id if encounter else None
+                device.bed_id = bed_id
+                session.commit()
+                bed = session.get(Location, bed_id) if bed_id else None
+                return _Placed(
+                    device.id,
+                    bed_id,
+                    bed.parent_id if bed else None,
+                    patient_id if bed_id else None,
+                    encounter.id if encounter and bed_id else None,
+                    time.monotonic(),
+                )
+            device = devices.find_or_register(
+                session, report.device_id, source=report.source, seen_at=report.received_at
+            )
+            place = devices.placement(session, device)
+            session.commit()
+            return _Placed(
+                device.id, place.bed_id, place.ward_id, place.patient_id, place.encounter_id, time.monotonic()
+            )
+
+    def _open_bed(self, placed: _Placed, identifier: str) -> BedState:
+        with self.kernel.sessions() as session:
+            bed = self._open_beds(session, [(placed, identifier)])[0]
+        tracker = self._sepsis_histories([bed]).get(bed.bed_id)
+        if tracker is not None:
+            bed.sepsis = tracker
+        bed.history_pending = False
+        return bed
+
+    def _preload(self) -> None:
+        """Place every assigned device of this worker's partitions and open its bed, in a few queries:
+        after a start or a restart, thousands of beds are back on the station within seconds."""
+        with self.kernel.sessions() as session:
+            rows = session.execute(
+                select(
+                    MonitoringDevice.id,
+                    MonitoringDevice.identifier,
+                    MonitoringDevice.bed_id,
+                    Location.parent_id,
+                )
+                .join(Location, Location.id == MonitoringDevice.bed_id)
+                .where(MonitoringDevice.active.is_(True))
+            ).all()
+            mine = [
+                r for r in rows if partition_of(r.identifier, self.settings.partitions) in self.partitions
+            ]
+            stays = {
+                e.bed_id: e
+                for e in session.scalars(
+                    select(Encounter).where(
+                        Encounter.status == "in-progress",
+                        Encounter.bed_id.in_({r.bed_id for r in mine}) if len(mine) < 30_000 else true(),
+                    )
+                )
+            }
+            now = time.monotonic()
+            opening: list[tuple[_Placed, str]] = []
+            for row in mine:
+                stay = stays.get(row.bed_id)
+                placed = _Placed(
+                    row.id,
+                    row.bed_id,
+                    row.parent_id,
+                    stay.patient_id if stay else None,
+                    stay.id if stay else None,
+                    now,
+                    seen_written=now - SEEN_EVERY_S - 1,  # nothing written yet: the first report writes it
+                )
+                self._placements[row.identifier] = placed
+                opening.append((placed, row.identifier))
+            for index in range(0, len(opening), 500):
+                for bed in self._open_beds(session, opening[index : index + 500]):
+                    self.beds[bed.bed_id] = bed
+        log.info("monitoring worker %s: %d beds ready", self.snapshot_key, len(self.beds))
+
+    def _open_beds(self, session: Session, placements: Sequence[tuple[_Placed, str]]) -> list[BedState]:
+        """The live state of each bed: its patient, monitoring orders, charted observations, and the last
+        72 hours of hourly record for the sepsis model. Bulk queries, whatever the number of beds."""
+        bed_ids = [p.bed_id for p, _ in placements if p.bed_id]
+        patient_ids = [p.patient_id for p, _ in placements if p.patient_id]
+        encounter_ids = [p.encounter_id for p, _ in placements if p.encounter_id]
+        names = dict(
+            session.execute(select(Location.id, Location.name).where(Location.id.in_(bed_ids))).all()
+        )
+        patients = {p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(patient_ids)))}
+        starts = dict(
+            session.execute(
+                select(Encounter.id, Encounter.period_start).where(Encounter.id.in_(encounter_ids))
+            ).all()
+        )
+        profiles = {
+            p.patient_id: p
+            for p in session.scalars(
+                select(MonitoringProfile).where(MonitoringProfile.patient_id.in_(patient_ids))
+            )
+        }
+        charted: dict[tuple[str, str], NursingObservation] = {}
+        for observation in session.scalars(
+            select(NursingObservation)
+            .where(NursingObservation.patient_id.in_(patient_ids))
+            .order_by(NursingObservation.observed_at)
+        ):
+            charted[(observation.patient_id, observation.kind)] = observation  # the latest wins
+        opened = []
+        for placed, identifier in placements:
+            assert placed.bed_id is not None
+            state = BedState(
+                bed_id=placed.bed_id,
+                ward_id=placed.ward_id,
+                device_pk=placed.device_pk,
+                device_identifier=identifier,
+                patient_id=placed.patient_id,
+                encounter_id=placed.encounter_id,
+                bed_name=names.get(placed.bed_id, ""),
+            )
+            opened.append(state)
+            if placed.patient_id is None:
+                continue
+            patient = patients.get(placed.patient_id)
+            state.encounter_start = starts.get(placed.encounter_id) if placed.encounter_id else None
+            age = _age(patient.birth_date) if patient and patient.birth_date else None
+            state.patient = {
+                "id": placed.patient_id,
+                "name": patient.name if patient else "",
+                "mrn": patient.mrn if patient else "",
+                "gender": patient.gender if patient else "",
+                "age_years": age,
+            }
+            profile = profiles.get(placed.patient_id)
+            if profile is not None:
+                state.population = Population(profile.population)
+                state.spo2_scale = profile.spo2_scale if profile.spo2_scale == 2 else None
+                state.limits = dict(profile.limits)
+            elif age is not None and age < 16:
+                state.population = Population.PAEDIATRIC
+            consciousness = charted.get((placed.patient_id, "consciousness"))
+            if consciousness is not None:
+                self._apply_charted(state, "consciousness", consciousness.value, consciousness.observed_at)
+            oxygen = charted.get((placed.patient_id, "oxygen"))
+            if oxygen is not None:
+                self._apply_charted(state, "on_oxygen", oxygen.value == "oxygen", oxygen.observed_at)
+            state.sepsis = SepsisTracker()
+            state.history_pending = True
+        return opened
+
+    def _sepsis_histories(self, beds: Sequence[BedState]) -> dict[str, SepsisTracker]:
+        """Each patient's tracker fed with the last 72 hours of hourly record (in a worker thread: it reads
+        the beds but changes none of them)."""
+        by_patient = {b.patient_id: b for b in beds if b.patient_id}
+        history: dict[str, list[Any]] = {}
+        columns = [getattr(StoredSample, p) for p in PHYSIONET_COLUMNS]
+        with self.kernel.sessions() as session:
+            for row in session.execute(
+                select(StoredSample.patient_id, StoredSample.observed_at, *columns)
+                .where(
+                    StoredSample.patient_id.in_(list(by_patient)),
+                    StoredSample.resolution == "hour",
+                    StoredSample.observed_at >= utcnow() - timedelta(hours=72),
+                )
+                .order_by(StoredSample.observed_at)
+            ):
+                history.setdefault(row.patient_id, []).append(row)
+        trackers = {}
+        for patient_id, rows in history.items():
+            bed = by_patient[patient_id]
+            tracker = SepsisTracker()
+            for index, row in enumerate(rows):
+                means = {p: getattr(row, p) for p in PHYSIONET_COLUMNS if getattr(row, p) is not None}
+                if means:  # features need every hour; the model only the last
+                    self._score_hour(bed, tracker, means, row.observed_at, predict=index == len(rows) - 1)
+            trackers[bed.bed_id] = tracker
+        return trackers
+
+    async def _load_histories(self) -> None:
+        """Give opened beds their patients' past hours, a few hundred at a time, while reports flow."""
+        pending = [b for b in self.beds.values() if b.history_pending]
+        for index in range(0, len(pending), 200):
+            chunk = pending[index : index + 200]
+            trackers = await asyncio.to_thread(self._sepsis_histories, chunk)
+            for old in chunk:
+                bed = self.beds.get(old.bed_id)
+                if bed is not old:
+                    continue  # reopened meanwhile (a transfer): it loaded its own history
+                bed.history_pending = False
+                fresh = trackers.get(bed.bed_id)
+                if fresh is not None and bed.sepsis is not None and bed.sepsis.hours_seen == 0:
+                    fresh.hour, fresh.sums = bed.sepsis.hour, bed.sepsis.sums  # keep the hour in progress
+                    bed.sepsis = fresh
+
+    def _maybe_store(self, bed: BedState, placed: _Placed, report: DeviceReport, measured: datetime) -> None:
+        """At most one row per sampling interval, at the time the values were measured."""
+        if (
+            bed.last_stored is not None
+            and abs((measured - bed.last_stored).total_seconds()) < self.settings.sample_interval_s
+        ):
+            return
+        bed.last_stored = measured
+        values = {p: v for p, (v, _) in bed.latest.items() if p in STORED_PARAMETERS}
+        row = self._sample_row(
+            bed,
+            values,
+            measured,
+            "minute",
+            sepsis=bed.sepsis.risk if bed.sepsis else None,
+            source=report.source,
+        )
+        if report.unmapped:
+            row["flags"] = {**row["flags"], "unmapped": [u.code for u in report.unmapped][:20]}
+        self._pending.samples.append(row)
+
+    def _sample_row(
+        self,
+        bed: BedState,
+        values: dict[str, float],
+        at: datetime,
+        resolution: str,
+        *,
+        sepsis: float | None = None,
+        source: str = "",
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {p: values.get(p) for p in STORED_PARAMETERS}
+        row.update(
+            resolution=resolution,
+            observed_at=at,
+            device_id=bed.device_pk,
+            bed_id=bed.bed_id,
+            patient_id=bed.patient_id,
+            news2=bed.news2.total if bed.news2 else None,
+            news2_partial=bed.news2.partial if bed.news2 else False,
+            sepsis_risk=sepsis,
+            source=source,
+            flags=dict(bed.flags),
+        )
+        return row
+
+    def _store_unassociated(self, placed: _Placed, report: DeviceReport) -> None:
+        """Data from a device at no bed (or a bed without a patient) is kept, marked as unassociated."""
+        last = self._unassociated_stored.get(placed.device_pk)
+        now = max((m.observed_at for m in report.measurements), default=report.received_at)
+        if last is not None and (now - last).total_seconds() < self.settings.sample_interval_s:
+            return
+        self._unassociated_stored[placed.device_pk] = now
+        values = {m.parameter: m.value for m in report.measurements if m.parameter in STORED_PARAMETERS}
+        row: dict[str, Any] = {p: values.get(p) for p in STORED_PARAMETERS}
+        row.update(
+            resolution="minute",
+            observed_at=now,
+            device_id=placed.device_pk,
+            bed_id=placed.bed_id,
+            patient_id=None,
+            news2=None,
+            news2_partial=False,
+            sepsis_risk=None,
+            source=report.source,
+            flags={"unassociated": True},
+        )
+        self._pending.samples.append(row)
+
+    async def _publish_bed(self, bed: BedState) -> None:
+        bed.seq += 1
+        self._pending.bed_updates.discard(bed.bed_id)
+        alarms = [
+            {
+                "id": self._episode_ids.get(a.episode_id, a.episode_id),
+                "condition": a.condition,
+                "category": condition_category(a.condition),
+                "priority": a.priority.value,
+                "raised_at": a.raised_at.isoformat(),
+                "tier": a.tier,
+                "latched": a.latched,
+                "acknowledged": a.acknowledged_by is not None,
+                "paused_until": a.paused_until.isoformat() if a.paused_until else None,
+            }
+            for a in self.engine.active_alarms(bed.bed_id)
+        ]
+        score = bed.news2.to_json() if bed.news2 else None
+        state = {
+            "bed_id": bed.bed_id,
+            "ward_id": bed.ward_id,
+            "bed_name": bed.bed_name,
+            "seq": bed.seq,
+            "device": bed.device_identifier,
+            "patient": bed.patient or None,
+            "vitals": {p: [round(v, 1), t.isoformat()] for p, (v, t) in bed.latest.items()},
+            "flags": bed.flags,
+            "news2": score,
+            "mews": {"total": bed.mews.total, "missing": list(bed.mews.missing)} if bed.mews else None,
+            "qsofa": {"total": bed.qsofa.total, "missing": list(bed.qsofa.missing)} if bed.qsofa else None,
+            "alarms": alarms,
+            "sepsis": {"risk": bed.sepsis.risk, "alarm": bed.sepsis.alarm, "top": bed.sepsis.contributions}
+            if bed.sepsis and bed.sepsis.risk is not None
+            else None,
+            "updated_at": utcnow().isoformat(),
+        }
+        await self.bus.publish(f"{BED_SUBJECT}.{bed.ward_id or 'none'}", state)
+
+    # --- committing ------------------------------------------------------------------------------------
+
+    async def _end_batch(self) -> None:
+        """JetStream acknowledges a batch when this returns, so its writes must be stored by then. The
+        in-process bus acknowledges to no one: there the batch is committed beside the next one, which
+        keeps scoring running while the database writes (the ticker commits anything left each second)."""
+        if self.bus.durable:
+            await self.commit()
+        elif self._background_commit is None or self._background_commit.done():
+            self._background_commit = asyncio.create_task(
+                self._commit_in_background(), name="monitoring-commit"
+            )
+
+    async def _commit_in_background(self) -> None:
+        try:
+            await self.commit()
+        except Exception:  # the rows wait for the next commit
+            log.exception("monitoring commit failed")
+
+    async def commit(self) -> None:
+        async with self._commit_lock:  # one commit at a time, in order
+            await self._commit()
+
+    async def _commit(self) -> None:
+        pending, self._pending = self._pending, _PendingWrites()
+        for output in pending.published:
+            await self.bus.publish(f"{ALARM_SUBJECT}.{output.kind.value}", output.to_dict())
+        for bed_id in pending.bed_updates:
+            bed = self.beds.get(bed_id)
+            if bed is not None:
+                await self._publish_bed(bed)
+        if pending.has_rows:
+            try:
+                await asyncio.to_thread(self._write, pending)
+            except Exception:
+                # Keep the rows for the next commit (stored rows are idempotent: nothing doubles).
+                self._pending.samples[:0] = pending.samples
+                self._pending.events[:0] = pending.events
+                self._pending.seen = pending.seen | self._pending.seen
+                self._pending.snapshot = self._pending.snapshot or pending.snapshot
+                raise
+
+    def _write(self, pending: _PendingWrites) -> None:
+        with self.kernel.sessions() as session, session.begin():
+            insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert  # type: ignore[union-attr]
+            for device_pk, (seen, source) in pending.seen.items():
+                session.execute(
+                    update(MonitoringDevice)
+                    .where(MonitoringDevice.id == device_pk)
+                    .values(last_seen_at=seen, last_source=source)
+                )
+            if pending.samples:
+                session.execute(insert(StoredSample).values(pending.samples).on_conflict_do_nothing())
+            for stored, output in pending.events:
+                self._write_event(session, insert, stored, output)
+            if pending.snapshot is not None:
+                statement = insert(EngineSnapshot).values(
+                    partition_key=self.snapshot_key, state=pending.snapshot, saved_at=utcnow()
+                )
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["partition_key"],
+                        set_={"state": pending.snapshot, "saved_at": utcnow()},
+                    )
+                )
+
+    def _write_event(self, session: Session, insert: Any, stored: str, output: AlarmEvent) -> None:
+        bed = self.beds.get(output.bed)
+        user_id = output.user if output.user and not output.user.startswith("system:") else None
+        if output.kind is EventKind.RAISED:
+            session.execute(
+                insert(AlarmEpisode)
+                .values(
+                    id=stored,
+                    engine_episode_id=output.episode_id,
+                    bed_id=output.bed,
+                    patient_id=bed.patient_id if bed else None,
+                    device_id=bed.device_pk if bed else None,
+                    condition=output.condition,
+                    kind=condition_category(output.condition),
+                    priority=output.priority.value,
+                    state="active",
+                    message=output.detail or "",
+                    value=output.value,
+                    raised_at=output.at,
+                    escalation_level=0,
+                    latching=output.priority.value == "high",
+                )
+                .on_conflict_do_nothing()
+            )
+        else:
+            changes: dict[str, Any] = {}
+            if output.kind is EventKind.ACKNOWLEDGED:
+                changes = {
+                    "state": "acknowledged",
+                    "acknowledged_at": output.at,
+                    "acknowledged_by_id": user_id,
+                }
+            elif output.kind is EventKind.ESCALATED:
+                changes = {"escalation_level": AlarmEpisode.escalation_level + 1}
+            elif output.kind is EventKind.PAUSED:
+                changes = {"state": "paused"}
+            elif output.kind is EventKind.CLEARED:
+                changes = {"state": "cleared", "cleared_at": output.at}
+            if changes:
+                session.execute(update(AlarmEpisode).where(AlarmEpisode.id == stored).values(**changes))
+        from tianfu.monitoring.tables import AlarmEvent as StoredEvent
+
+        session.execute(
+            insert(StoredEvent)
+            .values(
+                episode_id=stored,
+                event=output.kind.value,
+                at=output.at,
+                user_id=user_id,
+                detail={
+                    k: v
+                    for k, v in output.to_dict().items()
+                    if k in {"tier", "value", "until", "detail", "priority"}
+                },
+                dedup_key=f"{stored}|{output.kind.value}|{output.at.isoformat()}",
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+@dataclass
+class _PendingWrites:
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, AlarmEvent]] = field(default_factory=list)
+    published: list[AlarmEvent] = field(default_factory=list)
+    seen: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    bed_updates: set[str] = field(default_factory=set)
+    snapshot: dict[str, Any] | None = None
+
+    @property
+    def has_rows(self) -> bool:
+        return bool(self.samples or self.events or self.seen or self.snapshot is not None)
+
+    @property
+    def dirty(self) -> bool:
+        return self.has_rows or bool(self.published or self.bed_updates)
+
+
+def _age(born: date) -> int:
+    today = datetime.now(UTC).date()
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))

@@ -1,0 +1,196 @@
+"""The scoring and alarm worker with the in-process bus and a real (demo) database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tests.conftest import Demo
+from tests.core.test_bus import _wait_for
+from tianfu.core.bus import Event
+from tianfu.core.kernel import Kernel
+from tianfu.monitoring.ingest.report import DeviceReport, Measurement
+from tianfu.monitoring.pipeline import Pipeline, report_subject
+from tianfu.monitoring.settings import MonitoringSettings
+from tianfu.monitoring.tables import AlarmEpisode, AlarmEvent, MonitoringDevice, VitalSample
+
+SETTINGS = MonitoringSettings(hl7_port=0, sample_interval_s=60, partitions=4)
+
+
+@pytest.fixture
+async def pipeline(kernel: Kernel, demo: Demo, db: Session) -> AsyncIterator[Pipeline]:
+    bed = demo.bed("CARD1-01")
+    db.add(
+        MonitoringDevice(
+            identifier="MON-1", label="monitor 1", bed_id=bed.id, organization_id=bed.organization_id
+        )
+    )
+    db.commit()
+    await kernel.start()
+    worker = Pipeline(kernel, SETTINGS)
+    await worker.start()
+    yield worker
+    await worker.stop()
+    await kernel.stop()
+
+
+def report(
+    values: dict[str, float], at: datetime, *, device: str = "MON-1", message: str = ""
+) -> DeviceReport:
+    return DeviceReport(
+        device_id=device,
+        source="test",
+        message_id=message or f"{device}-{at.timestamp()}",
+        received_at=at,
+        measurements=[Measurement(p, v, at, "test") for p, v in values.items()],
+    )
+
+
+NORMAL = {"heart_rate": 72, "spo2": 97, "respiratory_rate": 16, "systolic_bp": 124, "temperature": 36.8}
+
+
+async def send(kernel: Kernel, item: DeviceReport) -> None:
+    await kernel.bus.publish(report_subject(item.device_id, SETTINGS.partitions), item.to_data())
+
+
+async def test_report_becomes_live_state_and_a_stored_sample(
+    pipeline: Pipeline, kernel: Kernel, demo: Demo, db: Session
+) -> None:
+    seen: list[dict] = []
+
+    async def watch(event: Event) -> None:
+        seen.append(event.data)
+
+    await kernel.bus.subscribe("tianfu.monitoring.bed.>", "watch", watch)
+    now = datetime.now(UTC)
+    await send(kernel, report(NORMAL, now))
+    await _wait_for(lambda: bool(seen))
+    state = seen[-1]
+    assert state["patient"]["name"] == "李建国"
+    assert state["vitals"]["heart_rate"][0] == 72
+    assert state["news2"]["total"] == 0
+    assert state["news2"]["partial"]  # consciousness and oxygen not charted
+    assert state["mews"] == {"total": 1, "missing": ["consciousness"]}  # RR 16 scores 1 in MEWS
+    assert state["qsofa"] == {"total": 0, "missing": ["mentation"]}
+    await pipeline.commit()
+    sample = db.scalars(select(VitalSample).where(VitalSample.patient_id == demo.patient("李建国").id)).one()
+    assert (sample.heart_rate, sample.spo2, sample.news2) == (72, 97, 0)
+    device = db.scalars(select(MonitoringDevice).where(MonitoringDevice.identifier == "MON-1")).one()
+    db.refresh(device)
+    assert device.last_seen_at is not None  # the devices page shows the monitor as sending
+    db.commit()
+
+
+async def test_sustained_low_spo2_raises_one_alarm_and_acknowledgement_is_recorded(
+    pipeline: Pipeline, kernel: Kernel, demo: Demo, db: Session
+) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=60)
+    for second in range(0, 40, 2):  # 40 s of SpO2 84 %: past the 15-s delay
+        await send(kernel, report(NORMAL | {"spo2": 84}, start + timedelta(seconds=second)))
+    await _wait_for(lambda: pipeline.processed >= 20)
+    await pipeline.commit()
+    episodes = db.scalars(select(AlarmEpisode)).all()
+    db.commit()
+    conditions = sorted(e.condition for e in episodes)
+    assert "limit:spo2_low_critical" in conditions
+    assert len(conditions) == len(set(conditions))  # one episode per condition
+    critical = next(e for e in episodes if e.condition == "limit:spo2_low_critical")
+    assert critical.priority == "high"
+    assert critical.patient_id == demo.patient("李建国").id
+    nurse_id = demo.user("nurse.wang").id
+    await kernel.bus.publish(
+        f"tianfu.monitoring.command.p{_partition('MON-1')}",
+        {
+            "episode_id": critical.id,
+            "action": "acknowledge",
+            "user_id": nurse_id,
+            "at": datetime.now(UTC).isoformat(),
+        },
+    )
+
+    def acknowledged() -> bool:
+        with kernel.sessions() as session:
+            return session.get(AlarmEpisode, critical.id).state == "acknowledged"  # type: ignore[union-attr]
+
+    await _wait_for(acknowledged)
+    with kernel.sessions() as session:
+        events = [
+            e.event
+            for e in session.scalars(
+                select(AlarmEvent).where(AlarmEvent.episode_id == critical.id).order_by(AlarmEvent.id)
+            )
+        ]
+        episode = session.get(AlarmEpisode, critical.id)
+        assert episode is not None
+        assert episode.acknowledged_by_id == nurse_id
+    assert events[0] == "raised"
+    assert "acknowledged" in events
+
+
+def _partition(device: str) -> int:
+    from tianfu.monitoring.pipeline import partition_of
+
+    return partition_of(device, SETTINGS.partitions)
+
+
+async def test_a_repeated_report_is_processed_once(pipeline: Pipeline, kernel: Kernel) -> None:
+    item = report(NORMAL, datetime.now(UTC), message="same-id")
+    await send(kernel, item)
+    await send(kernel, item)
+    await _wait_for(lambda: pipeline.processed + pipeline.duplicates >= 2)
+    assert (pipeline.processed, pipeline.duplicates) == (1, 1)
+
+
+async def test_unassociated_device_data_is_kept(pipeline: Pipeline, kernel: Kernel, db: Session) -> None:
+    await send(kernel, report(NORMAL, datetime.now(UTC), device="UNKNOWN-9"))
+    await asyncio.sleep(0.3)
+    await pipeline.commit()
+    device = db.scalars(select(MonitoringDevice).where(MonitoringDevice.identifier == "UNKNOWN-9")).one()
+    assert device.bed_id is None  # registered automatically, not placed
+    sample = db.scalars(select(VitalSample).where(VitalSample.device_id == device.id)).one()
+    assert sample.patient_id is None
+    assert sample.flags == {"unassociated": True}
+    db.commit()
+
+
+async def test_samples_are_stored_once_per_interval(pipeline: Pipeline, kernel: Kernel, db: Session) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    for second in range(0, 180, 5):
+        await send(kernel, report(NORMAL, start + timedelta(seconds=second)))
+    await _wait_for(lambda: pipeline.processed >= 36)
+    await pipeline.commit()
+    stored = db.scalar(
+        select(func.count()).select_from(VitalSample).where(VitalSample.resolution == "minute")
+    )
+    db.commit()
+    assert stored == 3  # one per 60 s of data
+
+
+async def test_discharge_ends_monitoring_of_the_stay(
+    pipeline: Pipeline, kernel: Kernel, demo: Demo, db: Session
+) -> None:
+    from tests.core.test_access import principal
+    from tianfu.core.patients import service
+
+    start = datetime.now(UTC) - timedelta(seconds=60)
+    for second in range(0, 40, 2):
+        await send(kernel, report(NORMAL | {"spo2": 84}, start + timedelta(seconds=second)))
+    await _wait_for(lambda: pipeline.processed >= 20)
+    await pipeline.commit()
+    encounter = next(e for e in demo.patient("李建国").encounters if e.status == "in-progress")
+    service.discharge(db, kernel.audit, principal(db, "dr.zhang"), encounter.id)
+    db.commit()
+
+    def cleared() -> bool:
+        with kernel.sessions() as session:
+            return all(e.state == "cleared" for e in session.scalars(select(AlarmEpisode)))
+
+    await kernel.outbox.flush()
+    await _wait_for(lambda: pipeline.beds == {})
+    await pipeline.commit()
+    await _wait_for(cleared)
