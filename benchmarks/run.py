@@ -256,6 +256,94 @@ def bench_outbox(kernel: Kernel, backend: str) -> None:
     record(f"outbox relay: committed → published, {backend}", asyncio.run(drain()), "events/s", f"{n} events")
 
 
+# --- monitoring --------------------------------------------------------------------------------------
+
+MONITORING_BEDS = [int(n) for n in os.environ.get("TIANFU_BENCH_BEDS", "250,500,750,1000").split(",")]
+PHYSIONET = Path(
+    os.environ.get(
+        "TIANFU_BENCH_PHYSIONET",
+        OUT.parent.parent / "shared/data/monitoring/physionet2019/training_setA.tar.gz",
+    )
+)
+
+
+def _tianfu_json(*args: str) -> dict[str, Any]:
+    """Run a `tianfu` command in its own process (each bench starts its own server); its last line is JSON."""
+    import subprocess
+    import sys
+
+    tianfu = str(Path(sys.executable).parent / "tianfu")
+    done = subprocess.run([tianfu, *args], capture_output=True, text=True, check=True)  # noqa: S603 - ours
+    parsed: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def bench_monitoring() -> None:
+    for beds in MONITORING_BEDS:
+        r = _tianfu_json("bench", "monitoring", "--beds", str(beds), "--seconds", "30", "--warmup", "10")
+        update, alarm = r["update_latency_ms"], r["alarm_latency_ms"]
+        # kept up: the monitors' reports were answered on time (≤1 % a period late) and the station saw them
+        kept_up = r["monitors_fell_behind"] <= 0.01 * r["reports_acked"] and update["n"] > 0
+        note = (
+            f"{beds} monitors at 1 Hz over MLLP, one ward's SSE client; "
+            f"{r['reports_per_s']:,} reports/s acked"
+            + (
+                f"; p50/p99 {update['p50']:,.0f}/{update['p99']:,.0f} ms to visible, alarm "
+                f"{alarm['p50']:,.0f}/{alarm['p99']:,.0f} ms"
+                if kept_up
+                else f"; NOT SUSTAINED: monitors fell behind {r['monitors_fell_behind']:,} times, "
+                f"{update['n']} updates seen"
+            )
+            + f"; server {r['server_cpu_cores']} cores, {r['server_rss_mib']} MiB"
+        )
+        record(
+            f"monitoring: {beds} beds, sent → on the central station p99",
+            update["p99"] if kept_up else float("nan"),
+            "ms",
+            note,
+        )
+        if beds == MONITORING_BEDS[0]:
+            parser = r["parser"]
+            record(
+                "HL7 PCD-01 parse: Tianfu's reader",
+                parser["tianfu_reader_msgs_per_s"],
+                "msgs/s",
+                "same 5,000 messages",
+            )
+            if "hl7_library_msgs_per_s" in parser:
+                record(
+                    "HL7 PCD-01 parse: hl7 library (peer)",
+                    parser["hl7_library_msgs_per_s"],
+                    "msgs/s",
+                    "hl7.parse",
+                )
+    shipped = str(OUT.parent / "src/tianfu/monitoring/demo_data")
+    for label, source in (
+        ("demo recordings (minute and hour rows)", shipped),
+        ("PhysioNet 2019 A (hour rows)", PHYSIONET),
+    ):
+        if not Path(source).exists():
+            print(f"{source} not found: skipped its alarm burden")
+            continue
+        burden = _tianfu_json("monitor", "alarm-burden", str(source))
+        with_rules, without = burden["with_delay_and_hysteresis"], burden["without"]
+        note = (
+            f"{burden['recordings']} recordings, {burden['bed_days']:,} bed-days; "
+            f"without delay and hysteresis {without['per_bed_day']}"
+        )
+        record(f"alarm burden, {label}", with_rules["per_bed_day"], "alarms/bed/day", note)
+    if PHYSIONET.exists():
+        started = time.perf_counter()
+        evaluation = _tianfu_json("monitor", "evaluate", str(PHYSIONET))
+        seconds = time.perf_counter() - started
+        note = (
+            f"{evaluation['n_stays']:,} stays in {seconds:.0f} s; the training hospital, so in-sample: "
+            f"utility {evaluation['utility']:.3f}; NEWS2 AUROC {evaluation['news2_auroc']:.3f}, "
+            f"utility {evaluation['news2_utility']:.3f}"
+        )
+        record("sepsis model: tianfu monitor evaluate, hourly AUROC", evaluation["auroc"], "AUROC", note)
+
+
 def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     print(f"Tianfu kernel benchmarks on {machine}")
@@ -288,6 +376,7 @@ def main() -> None:
         else:
             print("PostgreSQL not reachable: skipped its benchmarks")
     bench_bus()
+    bench_monitoring()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     (OUT / "results.json").write_text(

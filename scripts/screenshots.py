@@ -47,6 +47,7 @@ def start_server(var_dir: str) -> tuple[subprocess.Popen[bytes], str]:
         "TIANFU_DEMO": "1",
         "TIANFU_VAR_DIR": var_dir,
         "TIANFU_PORT": str(port),
+        "TIANFU_HL7_PORT": str(free_port()),  # the demo feed plays the ward's monitors into it
         "TIANFU_DATABASE_URL": f"sqlite:///{var_dir}/tianfu.db",
     }
     tianfu = str(Path(sys.executable).parent / "tianfu")
@@ -81,6 +82,20 @@ def shoot(page: Page, base: str, path: str, name: str) -> None:
     print(f"{name}.png  {path}")
 
 
+def shoot_monitoring(page: Page, base: str) -> None:
+    """The central station once the demo feed has played a while, and a monitored patient's page."""
+    shoot(page, base, "/monitoring", "monitoring-home")
+    page.click("a.card[href^='/monitoring/wards/']")
+    page.wait_for_timeout(12_000)  # the demo feed fills the tiles and raises the recordings' alarms
+    page.screenshot(path=str(OUT / "central-station.png"), full_page=True)
+    print("central-station.png")
+    page.locator(".bedtile a.who").first.click()
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1500)  # the trend chart draws
+    page.screenshot(path=str(OUT / "monitoring-patient.png"), full_page=True)
+    print("monitoring-patient.png")
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as var_dir:
@@ -98,10 +113,18 @@ def main() -> None:
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=str(OUT / "patient-detail.png"), full_page=True)
                 print("patient-detail.png")
+                shoot_monitoring(page, base)
                 context.close()
 
                 for username, pages in (
-                    ("admin", [("/admin/users", "users-admin"), ("/patients/new", "patient-register")]),
+                    (
+                        "admin",
+                        [
+                            ("/admin/users", "users-admin"),
+                            ("/patients/new", "patient-register"),
+                            ("/monitoring/devices", "monitoring-devices"),
+                        ],
+                    ),
                     ("auditor", [("/", "home-auditor"), ("/audit", "audit")]),
                     ("patient.liu", [("/me/access-log", "access-log-patient")]),
                     ("dr.zhang", [("/account", "account")]),

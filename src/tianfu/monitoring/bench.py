@@ -228,13 +228,19 @@ async def _monitor(
 
 
 def _central_station(
-    base: str, token: str, ward: str, measure_from: float, until: float, out: dict[str, list[float]]
+    base: str,
+    token: str,
+    ward: str,
+    measure_from: float,
+    until: float,
+    out: dict[str, list[float]],
+    last_seq: dict[str, int],
+    alarmed: dict[str, bool],
 ) -> None:
     """Follow one ward's stream; for each update after the warm-up, how long since the monitor sent it."""
     request = urllib.request.Request(  # noqa: S310 - our own local server
         f"{base}/api/v1/monitoring/wards/{ward}/stream", headers={"Authorization": f"Bearer {token}"}
     )
-    alarmed: dict[str, bool] = {}
     with urllib.request.urlopen(request, timeout=30) as stream:  # noqa: S310 - our own local server
         for raw in stream:
             if time.time() > until:
@@ -245,8 +251,9 @@ def _central_station(
             state = json.loads(line[6:])
             received = time.time()
             vital = state["vitals"].get("systolic_bp")
-            if vital is None:
-                continue
+            if vital is None or state["seq"] <= last_seq.get(state["bed_id"], -1):
+                continue  # a reconnected stream starts with states already seen
+            last_seq[state["bed_id"]] = state["seq"]
             sent = datetime.fromisoformat(vital[1]).timestamp()
             has_alarm = any(a["condition"] == "limit:systolic_bp_high" for a in state["alarms"])
             if sent >= measure_from:
@@ -254,6 +261,25 @@ def _central_station(
                 if has_alarm and not alarmed.get(state["bed_id"]):
                     out["alarm"].append(received - sent)
             alarmed[state["bed_id"]] = has_alarm
+
+
+def _station(base: str, token: str, ward: str, measure_from: float, until: float, queue: Any) -> None:
+    """The central-station client, in its own process so that the load generator cannot starve it; it
+    reconnects like the page does when the server drops a stream it could not keep up with."""
+    latencies: dict[str, list[float]] = {"update": [], "alarm": []}
+    last_seq: dict[str, int] = {}
+    alarmed: dict[str, bool] = {}
+    reconnects, error = 0, ""
+    while True:
+        try:
+            _central_station(base, token, ward, measure_from, until, latencies, last_seq, alarmed)
+        except Exception as exc:  # reported in the result, not hidden
+            error = repr(exc)
+        if time.time() >= until:
+            break
+        reconnects += 1
+        time.sleep(1.0)
+    queue.put({"latency": latencies, "stream_reconnects": reconnects, "stream_error": error})
 
 
 def _load(
@@ -269,11 +295,10 @@ def _load(
     queue: Any,
 ) -> None:
     until_wall = time.time() + warmup + seconds
-    latencies: dict[str, list[float]] = {"update": [], "alarm": []}
-    station = threading.Thread(
-        target=_central_station,
-        args=(base, token, ward, time.time() + warmup, until_wall, latencies),
-        daemon=True,
+    context = multiprocessing.get_context("spawn")
+    station_results = context.Queue()
+    station = context.Process(
+        target=_station, args=(base, token, ward, time.time() + warmup, until_wall, station_results)
     )
     station.start()
     counts = {"acked": 0, "refused": 0, "late": 0}
@@ -289,8 +314,9 @@ def _load(
         )
 
     asyncio.run(main())
+    watched = station_results.get(timeout=60)
     station.join(timeout=5)
-    queue.put({"counts": counts, "latency": latencies})
+    queue.put({"counts": counts, **watched})
 
 
 # --- the run ---------------------------------------------------------------------------------------------
@@ -426,6 +452,8 @@ def run(
         "monitors_fell_behind": counts["late"],
         "reports_per_s": round(counts["acked"] / seconds, 1),
         "pipeline_backlog_at_end": backlog,
+        "stream_reconnects": result["stream_reconnects"],
+        "stream_error": result["stream_error"],
         "update_latency_ms": {
             "p50": round(_percentile(update, 0.5) * 1000, 1),
             "p99": round(_percentile(update, 0.99) * 1000, 1),
