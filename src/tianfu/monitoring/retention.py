@@ -71,11 +71,14 @@ def apply(session: Session, settings: MonitoringSettings, now: datetime | None =
             break
         hours = list(_hourly_means(rows).values())
         # An hour the pipeline already summarised keeps its row (same device, resolution and time).
-        written = session.execute(insert(VitalSample).values(hours).on_conflict_do_nothing())
+        # Counted by RETURNING: psycopg reports no rowcount for a multi-row INSERT ... ON CONFLICT.
+        written = session.scalars(
+            insert(VitalSample).values(hours).on_conflict_do_nothing().returning(VitalSample.id)
+        ).all()
         session.execute(delete(VitalSample).where(VitalSample.id.in_([r.id for r in rows])))
         session.commit()
         result.minute_rows_folded += len(rows)
-        result.hour_rows_written += max(0, int(written.rowcount or 0))  # type: ignore[attr-defined]
+        result.hour_rows_written += len(written)
     hour_cutoff = now - timedelta(days=settings.hourly_retention_days)
     deleted = session.execute(
         delete(VitalSample).where(VitalSample.resolution == "hour", VitalSample.observed_at < hour_cutoff)
