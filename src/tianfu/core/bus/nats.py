@@ -156,7 +156,7 @@ class NatsJetStreamBus(EventBus):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection trouble: keep trying, the client reconnects
-                log.warning("fetch for %s failed: %s", durable, exc)
+                log.warning("fetch for %s failed: %r", durable, exc)
                 await asyncio.sleep(1.0)
                 continue
             settled: list[Callable[[], Awaitable[None]]] = []
