@@ -32,18 +32,9 @@ from tianfu.monitoring.alarms import (
 )
 from tianfu.monitoring.replay import Recording
 from tianfu.monitoring.scores import news2_from_mapping
-from tianfu.monitoring.vitals import Parameter
+from tianfu.monitoring.vitals import TO_ENGINE
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-TO_ENGINE = {
-    "heart_rate": Parameter.PULSE,
-    "spo2": Parameter.SPO2,
-    "respiratory_rate": Parameter.RESPIRATORY_RATE,
-    "systolic_bp": Parameter.SYSTOLIC_BP,
-    "diastolic_bp": Parameter.DIASTOLIC_BP,
-    "mean_bp": Parameter.MEAN_BP,
-    "temperature": Parameter.TEMPERATURE,
-}
 TO_NEWS2 = {
     "heart_rate": "pulse",
     "spo2": "spo2",

@@ -62,7 +62,7 @@ from tianfu.monitoring.tables import (
 from tianfu.monitoring.tables import (
     VitalSample as StoredSample,
 )
-from tianfu.monitoring.vitals import Measurement, Parameter, Validity, current_vital_set
+from tianfu.monitoring.vitals import TO_ENGINE, Measurement, Parameter, Validity, current_vital_set
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,6 @@ STORED_PARAMETERS = (
     "temperature",
     "etco2",
 )
-TO_ENGINE = {
-    "heart_rate": Parameter.PULSE,
-    "spo2": Parameter.SPO2,
-    "respiratory_rate": Parameter.RESPIRATORY_RATE,
-    "systolic_bp": Parameter.SYSTOLIC_BP,
-    "diastolic_bp": Parameter.DIASTOLIC_BP,
-    "mean_bp": Parameter.MEAN_BP,
-    "temperature": Parameter.TEMPERATURE,
-}
 PHYSIONET_COLUMNS = {
     "heart_rate": "HR",
     "spo2": "O2Sat",

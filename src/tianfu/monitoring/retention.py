@@ -22,23 +22,13 @@ from sqlalchemy.orm import Session
 
 from tianfu.core.db import utcnow
 from tianfu.core.kernel import Kernel
+from tianfu.monitoring.pipeline import STORED_PARAMETERS
 from tianfu.monitoring.settings import MonitoringSettings
 from tianfu.monitoring.tables import VitalSample
 
 log = logging.getLogger(__name__)
 
-AVERAGED = (
-    "heart_rate",
-    "pulse_rate",
-    "spo2",
-    "respiratory_rate",
-    "systolic_bp",
-    "diastolic_bp",
-    "mean_bp",
-    "temperature",
-    "etco2",
-    "sepsis_risk",
-)
+AVERAGED = (*STORED_PARAMETERS, "sepsis_risk")
 CHUNK = 20_000
 
 

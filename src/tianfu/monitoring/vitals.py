@@ -97,6 +97,18 @@ DEFAULT_MAX_AGE: Mapping[Parameter, timedelta] = MappingProxyType(
 )
 
 
+#: A device report's parameter names (ingest) → the parameters the scores and the alarm engine use.
+TO_ENGINE = {
+    "heart_rate": Parameter.PULSE,
+    "spo2": Parameter.SPO2,
+    "respiratory_rate": Parameter.RESPIRATORY_RATE,
+    "systolic_bp": Parameter.SYSTOLIC_BP,
+    "diastolic_bp": Parameter.DIASTOLIC_BP,
+    "mean_bp": Parameter.MEAN_BP,
+    "temperature": Parameter.TEMPERATURE,
+}
+
+
 class Validity(StrEnum):
     VALID = "valid"
     SENSOR_OFF = "sensor_off"  # technical condition: no reading (sentinel, zero, negative, NaN)
