@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tianfu.demo import DEMO_PASSWORD
 
@@ -96,6 +96,39 @@ def shoot_monitoring(page: Page, base: str) -> None:
     print("monitoring-patient.png")
 
 
+def shoot_triage(browser: Browser, base: str) -> None:
+    """The nurse's desk with the demo walk-ins, one of them opened, and a patient's check on a phone."""
+    context = browser.new_context(viewport={"width": 1360, "height": 860}, locale="zh-CN")
+    page = context.new_page()
+    sign_in(page, base, "nurse.wang")
+    shoot(page, base, "/triage", "triage-desk")
+    page.click("table.data tbody tr:first-child a")
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(OUT / "triage-nurse.png"), full_page=True)
+    print("triage-nurse.png")
+    context.close()
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", device_scale_factor=2)
+    page = phone.new_page()
+    sign_in(page, base, "patient.liu")
+    page.goto(base + "/triage")
+    page.fill("textarea[name=text]", "孩子咳嗽三天了，流鼻涕，打喷嚏，没有发烧")
+    page.click("form[action='/triage/start'] button")
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(OUT / "triage-question.png"), full_page=True)
+    print("triage-question.png")
+    for answer in ("yes", "unsure", "no", "unsure", "unsure", "no", "unsure", "unsure"):
+        if page.locator(f"button[value={answer}]").count() == 0:
+            break
+        page.click(f"button[value={answer}]")
+        page.wait_for_load_state("networkidle")
+    if page.locator("section.tri-result").count() == 0:
+        page.click("form[action$='/finish'] button")
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(OUT / "triage-result.png"), full_page=True)
+    print("triage-result.png")
+    phone.close()
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as var_dir:
@@ -115,6 +148,7 @@ def main() -> None:
                 print("patient-detail.png")
                 shoot_monitoring(page, base)
                 context.close()
+                shoot_triage(browser, base)
 
                 for username, pages in (
                     (

@@ -40,6 +40,7 @@ class Permission(StrEnum):
     DEAD_LETTER_MANAGE = "dead_letter.manage"
     DEVICE_MANAGE = "device.manage"  # register bedside devices and place them at beds
     ACCOUNT_SELF = "account.self"  # change one's own password and second factor
+    TRIAGE = "triage.use"  # a triage interview: a patient for herself, a clinician at the desk
 
 
 _CLINICIAN = {
@@ -52,6 +53,7 @@ _CLINICIAN = {
     Permission.AI_FEEDBACK,
     Permission.AI_USAGE_READ,
     Permission.ACCOUNT_SELF,
+    Permission.TRIAGE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -85,7 +87,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     # A patient reads her own record (the care relationship allows only herself) and its access log.
-    Role.PATIENT: frozenset({Permission.PATIENT_READ, Permission.OWN_RECORD_READ, Permission.ACCOUNT_SELF}),
+    Role.PATIENT: frozenset(
+        {Permission.PATIENT_READ, Permission.OWN_RECORD_READ, Permission.ACCOUNT_SELF, Permission.TRIAGE}
+    ),
 }
 
 

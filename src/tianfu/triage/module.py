@@ -1,0 +1,55 @@
+"""Intelligent guidance and triage (智能导医分诊), plugged into the kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tianfu.core.i18n import N_
+from tianfu.core.kernel import Kernel
+from tianfu.core.patients.models import Patient
+from tianfu.core.plugins import PatientPanel, TianfuModule
+from tianfu.core.security.permissions import Permission
+from tianfu.core.security.principal import Principal
+from tianfu.triage import cli, views
+
+
+def seed_demo(kernel: Kernel) -> None:
+    from tianfu.triage.demo import seed
+
+    seed(kernel)
+
+
+def patient_panel(session: Session, principal: Principal, patient: Patient) -> PatientPanel | None:
+    """The patient's recent triage visits on the patient page (the page has checked access and audits)."""
+    if not principal.can(Permission.CLINICAL_READ):
+        return None
+    from tianfu.triage.departments import departments
+    from tianfu.triage.tables import TriageSession
+
+    visits = session.scalars(
+        select(TriageSession)
+        .where(TriageSession.patient_id == patient.id)
+        .order_by(TriageSession.created_at.desc())
+        .limit(5)
+    ).all()
+    names = {d.code: d for d in departments()}
+    return PatientPanel(N_("Triage"), "triage/_panel.html", {"visits": visits, "departments": names})
+
+
+MODULE = TianfuModule(
+    key="triage",
+    home_path="/triage",
+    api_router=views.api,
+    page_router=views.pages,
+    templates_dir=Path(__file__).parent / "templates",
+    static_dir=Path(__file__).parent / "static",
+    model_modules=("tianfu.triage.tables",),
+    cli=cli.app,
+    cli_name="triage",
+    bench=cli.bench,
+    seed_demo=seed_demo,
+    patient_panels=(patient_panel,),
+)
