@@ -213,3 +213,29 @@ def test_a_nurse_cannot_triage_a_patient_outside_her_care(
         f"{API}/sessions", json={"text": "咳嗽", "patient_id": outside.id}, headers=token_for("nurse.wang")
     )
     assert response.status_code == 403
+
+
+def test_a_monitored_patients_vital_signs_reach_the_desk(
+    client: TestClient, token_for: Login, demo: Demo, db: Session
+) -> None:
+    from datetime import UTC, datetime
+
+    from tianfu.monitoring.tables import VitalSample
+
+    patient = demo.patient("张德明")
+    db.add(
+        VitalSample(
+            patient_id=patient.id,
+            observed_at=datetime.now(UTC),
+            heart_rate=128.0,
+            systolic_bp=66.0,
+            spo2=93.0,
+        )
+    )
+    db.commit()
+    nurse = token_for("nurse.wang")
+    body = {"text": "头晕", "patient_id": patient.id}
+    started = client.post(f"{API}/sessions", json=body, headers=nurse).json()
+    session = client.post(f"{API}/sessions/{started['id']}/finish", headers=nurse).json()
+    assert session["level"] == 1  # SBP < 70 from the bedside monitor: a hard rule
+    assert any("70" in r["text_zh"] for r in session["result"]["urgency"]["reasons"])

@@ -66,6 +66,9 @@ class TianfuModule:
     # Sections the module adds to a patient's page: called with (session, principal, patient); returns a
     # PatientPanel, or None when it has nothing to show for that patient.
     patient_panels: Sequence[Callable[..., PatientPanel | None]] = field(default_factory=tuple)
+    # A patient's latest measured vital signs, for other modules (triage reads them at the desk): called
+    # with (session, patient_id, max_age_s); returns {"heart_rate": …, "observed_at": …} or None.
+    latest_vitals: Callable[..., dict[str, Any] | None] | None = None
 
     def import_models(self) -> None:
         for name in self.model_modules:
@@ -103,6 +106,17 @@ CAPABILITIES: tuple[Capability, ...] = (
 
 
 @lru_cache
+def latest_vitals(session: Any, patient_id: str, max_age_s: int) -> dict[str, Any] | None:
+    """The newest vital signs any installed module measured for the patient within ``max_age_s``."""
+    found = [
+        vitals
+        for module in installed_modules()
+        if module.latest_vitals is not None
+        and (vitals := module.latest_vitals(session, patient_id, max_age_s)) is not None
+    ]
+    return max(found, key=lambda v: v["observed_at"], default=None)
+
+
 def installed_modules() -> tuple[TianfuModule, ...]:
     found = []
     for ep in sorted(entry_points(group="tianfu.modules"), key=lambda e: e.name):

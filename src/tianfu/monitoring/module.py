@@ -144,6 +144,29 @@ def patient_panel(session: Session, principal: Principal, patient: Patient) -> P
     return PatientPanel(N_("Vital signs"), "monitoring/_panel.html", {"latest": latest, "patient": patient})
 
 
+def latest_vitals(session: Session, patient_id: str, max_age_s: int) -> dict[str, Any] | None:
+    """The patient's newest stored vital signs, if measured within ``max_age_s`` (for triage)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tianfu.monitoring.tables import VitalSample
+
+    row = session.scalar(
+        select(VitalSample)
+        .where(VitalSample.patient_id == patient_id)
+        .where(VitalSample.observed_at >= datetime.now(UTC) - timedelta(seconds=max_age_s))
+        .order_by(VitalSample.observed_at.desc())
+        .limit(1)
+    )
+    if row is None:
+        return None
+    values = {
+        name: getattr(row, name)
+        for name in ("heart_rate", "spo2", "respiratory_rate", "systolic_bp", "temperature")
+        if getattr(row, name) is not None
+    }
+    return {**values, "observed_at": row.observed_at, "source": "monitoring"} if values else None
+
+
 def seed_demo(kernel: Kernel) -> None:
     from tianfu.monitoring.demo import seed
 
@@ -165,4 +188,5 @@ MODULE = TianfuModule(
     services=(start_live_view, start_pipeline, start_ingest, start_retention),
     seed_demo=seed_demo,
     patient_panels=(patient_panel,),
+    latest_vitals=latest_vitals,
 )

@@ -23,6 +23,7 @@ from tianfu.core.model_outputs import service as outputs
 from tianfu.core.model_outputs.models import ModelOutput
 from tianfu.core.patients.models import Patient
 from tianfu.core.patients.service import require_access
+from tianfu.core.plugins import latest_vitals
 from tianfu.core.security.permissions import Permission, Role
 from tianfu.core.security.principal import Principal
 from tianfu.triage import interview as engine
@@ -83,6 +84,8 @@ def start(
             age_years = _age(patient.birth_date)
         if sex is None and patient.gender in ("male", "female"):
             sex = patient.gender
+        if channel == "nurse" and not vitals:
+            vitals = _monitored_vitals(session, patient_id)
     model_name = model or default_model(language, age_years)
     try:
         state = engine.start(
@@ -120,6 +123,18 @@ def start(
     )
     _after_change(session, audit, principal, row, state)
     return row
+
+
+MONITORED_VITALS_MAX_AGE_S = 15 * 60  # older measurements are not the patient's state now
+
+
+def _monitored_vitals(session: Session, patient_id: str) -> dict[str, Any] | None:
+    """A monitored patient's latest vital signs, from whichever module measures them (through the kernel)."""
+    latest = latest_vitals(session, patient_id, MONITORED_VITALS_MAX_AGE_S)
+    if latest is None:
+        return None
+    fields = ("heart_rate", "spo2", "respiratory_rate", "systolic_bp", "temperature")
+    return {k: round(float(latest[k]), 1) for k in fields if latest.get(k) is not None} or None
 
 
 def _visible(
