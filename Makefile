@@ -7,7 +7,7 @@ VENDOR := src/tianfu/web/static/vendor
 VENDORED := $(VENDOR)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run setup test test-sqlite test-postgres lint bench screenshots i18n clean
+.PHONY: run setup test test-sqlite test-postgres lint bench screenshots i18n models clean
 
 run: setup ## Set up, seed the demo hospital, serve http://127.0.0.1:8000
 	TIANFU_DEMO=1 $(BIN)/tianfu demo
@@ -44,6 +44,21 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# Retrain every shipped model on the CPU from the public data under DATA (outputs are committed).
+DATA ?= ../shared/data
+models: setup
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,train]'
+	for task in pneumonia breast retina; do \
+		$(BIN)/python training/imaging/train.py --task $$task --data $(DATA)/imaging/medmnist/$${task}mnist.npz \
+			--out src/tianfu/imaging/models/ || exit 1; done
+	$(BIN)/python training/imaging/train.py --task cxr-abnormal --data $(DATA)/imaging/cxr-samples/nih1000_64px \
+		--out src/tianfu/imaging/models/
+	$(BIN)/python training/triage/train_inquiry.py --data $(DATA)/triage --out src/tianfu/triage/models/inquiry/
+	$(BIN)/python training/triage/train_departments.py --toyhom $(DATA)/triage/toyhom-im/train.jsonl \
+		--cmekg $(DATA)/knowledge/cmekg/cmekg_diseases.json --benchmarks $(DATA)/triage --out src/tianfu/triage
+	$(BIN)/python training/sepsis/train.py --data $(DATA)/monitoring/physionet2019/training_setA.tar.gz \
+		--out src/tianfu/monitoring/models/
 
 screenshots: setup
 	$(BIN)/python scripts/screenshots.py

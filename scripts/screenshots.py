@@ -129,6 +129,81 @@ def shoot_triage(browser: Browser, base: str) -> None:
     phone.close()
 
 
+def send_demo_studies(base: str) -> None:
+    """Two real chest radiographs over STOW-RS (pydicom-data's CR and the RSNA test image), filed to a
+    demo patient, so the worklist and the viewer have something the AI has read."""
+    import io
+    import json
+    import urllib.parse
+    import urllib.request
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    def call(path: str, body: bytes, headers: dict[str, str]) -> dict:
+        request = urllib.request.Request(base + path, data=body, headers=headers, method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our own local server
+            return json.loads(response.read() or b"{}")
+
+    token = call(
+        "/api/v1/auth/token",
+        json.dumps({"username": "rad.liu", "password": DEMO_PASSWORD}).encode(),
+        {"Content-Type": "application/json"},
+    )["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    query = urllib.parse.quote("杨志强")
+    request = urllib.request.Request(f"{base}/api/v1/patients?q={query}", headers=auth)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        mrn = json.loads(response.read())["items"][0]["mrn"]
+    files = [
+        get_testdata_file("RG1_UNCR.dcm", download=False),
+        ROOT / "tests/imaging/fixtures/cxr_jpeg_baseline.dcm",
+    ]
+    for path in files:
+        if path is None:
+            continue
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.BodyPartExamined = mrn, "CHEST"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (
+            generate_uid(),
+            generate_uid(),
+            generate_uid(),
+        )
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SpecificCharacterSet, ds.StudyDescription = "ISO_IR 192", "胸部正位 Chest PA"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        boundary = "tianfu-screenshots"
+        body = (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + buffer.getvalue()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+        call(
+            "/api/v1/imaging/dicomweb/studies",
+            body,
+            auth | {"Content-Type": content_type, "Accept": "application/dicom+json"},
+        )
+    time.sleep(8)  # the AI reads them in the background
+
+
+def shoot_imaging(browser: Browser, base: str) -> None:
+    send_demo_studies(base)
+    context = browser.new_context(viewport={"width": 1360, "height": 860}, locale="zh-CN")
+    page = context.new_page()
+    sign_in(page, base, "rad.liu")
+    shoot(page, base, "/imaging", "imaging-worklist")
+    page.click("table.data tbody tr:first-child a")
+    page.wait_for_load_state("networkidle")
+    page.check("input[name=heatmap]")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(OUT / "imaging-viewer.png"), full_page=True)
+    print("imaging-viewer.png")
+    context.close()
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as var_dir:
@@ -149,6 +224,7 @@ def main() -> None:
                 shoot_monitoring(page, base)
                 context.close()
                 shoot_triage(browser, base)
+                shoot_imaging(browser, base)
 
                 for username, pages in (
                     (

@@ -26,6 +26,7 @@ for _name in list(os.environ):
     if _name.startswith("TIANFU_") and not _name.startswith(("TIANFU_TEST_", "TIANFU_REQUIRE_")):
         del os.environ[_name]
 os.environ["TIANFU_HL7_PORT"] = "0"  # apps under test open no listener; listener tests bind their own port
+os.environ["TIANFU_DICOM_PORT"] = "0"
 
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import make_url, select  # noqa: E402

@@ -120,7 +120,12 @@ def create_app(
     ):
         app.include_router(router)
     for module in installed_modules():
-        for module_router in (module.api_router, module.fhir_router, module.page_router):
+        for module_router in (
+            module.api_router,
+            module.fhir_router,
+            module.page_router,
+            *module.extra_routers,
+        ):
             if module_router is not None:
                 app.include_router(module_router)
 
@@ -151,5 +156,6 @@ def create_app(
     app.add_middleware(LanguageMiddleware, default=settings.default_locale)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(Metrics, registry=registry)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    own_limits = tuple(path for module in installed_modules() for path in module.own_body_limit_paths)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, own_limit_paths=own_limits)
     return app

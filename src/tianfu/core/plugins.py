@@ -50,6 +50,7 @@ class TianfuModule:
     api_router: APIRouter | None = None
     page_router: APIRouter | None = None
     fhir_router: APIRouter | None = None
+    extra_routers: Sequence[APIRouter] = ()  # more API routers with their own prefixes (DICOMweb)
     templates_dir: Path | None = None
     static_dir: Path | None = None  # served at /static/<key>/
     model_modules: Sequence[str] = ()  # dotted modules defining its tables
@@ -69,6 +70,8 @@ class TianfuModule:
     # A patient's latest measured vital signs, for other modules (triage reads them at the desk): called
     # with (session, patient_id, max_age_s); returns {"heart_rate": …, "observed_at": …} or None.
     latest_vitals: Callable[..., dict[str, Any] | None] | None = None
+    # Path prefixes whose routes take large bodies and enforce their own limit (DICOM uploads).
+    own_body_limit_paths: Sequence[str] = ()
 
     def import_models(self) -> None:
         for name in self.model_modules:

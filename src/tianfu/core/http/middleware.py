@@ -18,12 +18,15 @@ class BodySizeLimit:
     reports every such failure as a generic 400.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, own_limit_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Routes that take large uploads (DICOM) enforce their own, larger limit.
+        self.own_limit_paths = own_limit_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        own_limit = bool(self.own_limit_paths) and scope.get("path", "").startswith(self.own_limit_paths)
+        if scope["type"] != "http" or own_limit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
