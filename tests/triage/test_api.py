@@ -239,3 +239,15 @@ def test_a_monitored_patients_vital_signs_reach_the_desk(
     session = client.post(f"{API}/sessions/{started['id']}/finish", headers=nurse).json()
     assert session["level"] == 1  # SBP < 70 from the bedside monitor: a hard rule
     assert any("70" in r["text_zh"] for r in session["result"]["urgency"]["reasons"])
+
+
+def test_a_self_service_patient_at_the_desk_gets_a_level_from_her_vital_signs(
+    client: TestClient, token_for: Login
+) -> None:
+    session = interview(client, token_for("patient.liu"), {"text": "咳嗽，发烧"})
+    assert session["level"] is None
+    nurse = token_for("nurse.wang")
+    vitals = {"vitals": {"spo2": 85, "heart_rate": 118}}
+    measured = client.post(f"{API}/sessions/{session['id']}/vitals", json=vitals, headers=nurse)
+    assert measured.status_code == 200, measured.text
+    assert measured.json()["level"] == 2  # SpO2 80–89 %: a hard rule at the desk

@@ -168,25 +168,27 @@ class Result:
         return asdict(self)
 
 
-def _vitals(raw: Mapping[str, Any]) -> urgency.VitalSigns | None:
-    known = {f for f in urgency.VitalSigns.__dataclass_fields__}
+def vital_signs(raw: Mapping[str, Any]) -> urgency.VitalSigns | None:
+    known = set(urgency.VitalSigns.__dataclass_fields__)
     values = {k: v for k, v in raw.items() if k in known and v is not None}
     return urgency.VitalSigns(**values) if values else None
 
 
-def assess_urgency(interview: Interview, *, nurse_level: int | None = None) -> urgency.UrgencyResult:
+def urgency_input(interview: Interview) -> urgency.UrgencyInput:
+    """What the urgency rules see: vital signs only at the desk (self-service measures none)."""
     present = tuple(s for s, v in {**interview.explicit, **interview.answers}.items() if v is True)
-    return urgency.assess(
-        urgency.UrgencyInput(
-            channel=interview.channel,
-            text=interview.text,
-            symptoms=present,
-            vitals=_vitals(interview.vitals) if interview.channel == "nurse" else None,
-            pain_score=interview.pain_score,
-            age_years=interview.age_years,
-            nurse_level=urgency.Level(nurse_level) if nurse_level else None,
-        )
+    return urgency.UrgencyInput(
+        channel=interview.channel,
+        text=interview.text,
+        symptoms=present,
+        vitals=vital_signs(interview.vitals) if interview.channel == "nurse" else None,
+        pain_score=interview.pain_score,
+        age_years=interview.age_years,
     )
+
+
+def assess_urgency(interview: Interview) -> urgency.UrgencyResult:
+    return urgency.assess(urgency_input(interview))
 
 
 def result(interview: Interview, *, router: DepartmentRouter | None = None) -> Result:

@@ -9,6 +9,7 @@ interviewing -> waiting -> confirmed -> sent.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -177,7 +178,7 @@ def _update_interview(
     if row is None:
         raise NotFound(f"no triage session {session_id}")
     _visible(session, audit, principal, row, "triage.session.update")
-    if row.status != "interviewing" and change != "text":
+    if row.status != "interviewing":
         raise Conflict("the interview is over; a nurse can re-triage with new vital signs")
     audit.record(
         session,
@@ -197,8 +198,6 @@ def add_text(
     session: Session, audit: AuditLog, principal: Principal, session_id: str, text: str
 ) -> TriageSession:
     row, state = _update_interview(session, audit, principal, session_id, "text")
-    if row.status != "interviewing":
-        raise Conflict("the interview is over")
     new_state = engine.add_text(state, text)
     _after_change(session, audit, principal, row, new_state)
     return row
@@ -410,22 +409,18 @@ def record_vitals(
     _visible(session, audit, principal, row, "triage.vitals")
     if row.status == "sent":
         raise Conflict("the patient has been sent on")
-    state = engine.Interview.from_json(row.state)
-    previous_input = _urgency_input(state)
+    # A self-service patient who reaches the desk is a desk patient from now on.
+    state = replace(engine.Interview.from_json(row.state), channel="nurse")
+    previous_input = engine.urgency_input(state)
     previous = urgency.assess(previous_input)
     merged = {**state.vitals, **{k: v for k, v in vitals.items() if v is not None}}
-    state = engine.Interview.from_json(
-        {
-            **state.to_json(),
-            "vitals": merged,
-            "pain_score": pain_score if pain_score is not None else state.pain_score,
-        }
+    state = replace(
+        state, vitals=merged, pain_score=pain_score if pain_score is not None else state.pain_score
     )
-    new_vitals = engine._vitals(merged) or urgency.VitalSigns()
+    new_vitals = engine.vital_signs(merged) or urgency.VitalSigns()
     # The rules on the new values, and the 2011 principle (worse while waiting: up one level).
     reassessed = min(
-        (urgency.assess(_urgency_input(state)), urgency.reassess(previous, previous_input, new_vitals)),
-        key=_rank,
+        (engine.assess_urgency(state), urgency.reassess(previous, previous_input, new_vitals)), key=_rank
     )
     suggested = reassessed.suggested_level
     row.state = state.to_json()
@@ -460,18 +455,6 @@ def record_vitals(
 
 def _rank(result: urgency.UrgencyResult) -> int:
     return int(result.suggested_level) if result.suggested_level is not None else 9
-
-
-def _urgency_input(state: engine.Interview) -> urgency.UrgencyInput:
-    present = tuple(s for s, v in {**state.explicit, **state.answers}.items() if v is True)
-    return urgency.UrgencyInput(
-        channel="nurse",
-        text=state.text,
-        symptoms=present,
-        vitals=engine._vitals(state.vitals),
-        pain_score=state.pain_score,
-        age_years=state.age_years,
-    )
 
 
 def send(session: Session, audit: AuditLog, principal: Principal, session_id: str) -> TriageSession:
