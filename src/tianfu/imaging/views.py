@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tianfu.core.audit.service import AuditLog
@@ -18,11 +18,11 @@ from tianfu.core.http.problems import PROBLEM_RESPONSES
 from tianfu.core.http.schemas import RequestModel, ResponseModel
 from tianfu.core.patients.models import Patient
 from tianfu.core.patients.service import require_access
-from tianfu.core.security import access
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 from tianfu.imaging import findings as ai
 from tianfu.imaging.dicom.store import dicom_store
+from tianfu.imaging.dicomweb import sees_unmatched, visible_studies
 from tianfu.imaging.tables import ImagingInstance, ImagingSeries, ImagingStudy
 from tianfu.web.rendering import redirect, render
 
@@ -35,21 +35,12 @@ Id = Annotated[str, Path(max_length=64)]
 MAX_UPLOAD = 64 * 1024 * 1024
 
 
-def _visible_studies(principal: Principal) -> Any:
-    """Studies of patients in the caller's care, and unmatched studies received by her institution."""
-    return select(ImagingStudy).where(
-        or_(
-            ImagingStudy.patient_id.in_(select(Patient.id).where(access.visible_patients(principal))),
-            (ImagingStudy.patient_id.is_(None)) & (ImagingStudy.organization_id == principal.organization_id),
-        )
-    )
-
-
 def worklist(session: Session, audit: AuditLog, principal: Principal, limit: int = 100) -> list[ImagingStudy]:
     """Most urgent AI finding first, then the longest wait."""
     rows = list(
         session.scalars(
-            _visible_studies(principal)
+            select(ImagingStudy)
+            .where(visible_studies(principal))
             .order_by(ImagingStudy.ai_priority.desc(), ImagingStudy.received_at)
             .limit(limit)
         ).all()
@@ -73,7 +64,7 @@ def read_study(session: Session, audit: AuditLog, principal: Principal, study_id
         raise NotFound(f"no imaging study {study_id}")
     if study.patient_id is not None:
         require_access(session, audit, principal, study.patient_id, action="imaging.study.read")
-    elif study.organization_id != principal.organization_id:
+    elif not sees_unmatched(principal, study.organization_id):
         raise NotFound(f"no imaging study {study_id}")
     audit.record(
         session,
