@@ -27,7 +27,12 @@ def test_capability_statement_is_public_and_valid(client: TestClient) -> None:
     statement = CapabilityStatement.model_validate(response.json())
     assert statement.fhirVersion == "4.0.1"
     kernel_types = {"Patient", "Encounter", "Practitioner", "Organization", "Location", "AuditEvent"}
-    assert {r.type for r in statement.rest[0].resource} == kernel_types | {"Observation"}  # + monitoring
+    # + monitoring (Observation) and imaging (ImagingStudy, DiagnosticReport)
+    assert {r.type for r in statement.rest[0].resource} == kernel_types | {
+        "Observation",
+        "ImagingStudy",
+        "DiagnosticReport",
+    }
 
 
 def test_patient_search_respects_the_care_relationship(client: TestClient, token_for: Login) -> None:
