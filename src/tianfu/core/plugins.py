@@ -108,7 +108,6 @@ CAPABILITIES: tuple[Capability, ...] = (
 )
 
 
-@lru_cache
 def latest_vitals(session: Any, patient_id: str, max_age_s: int) -> dict[str, Any] | None:
     """The newest vital signs any installed module measured for the patient within ``max_age_s``."""
     found = [
@@ -120,6 +119,7 @@ def latest_vitals(session: Any, patient_id: str, max_age_s: int) -> dict[str, An
     return max(found, key=lambda v: v["observed_at"], default=None)
 
 
+@lru_cache
 def installed_modules() -> tuple[TianfuModule, ...]:
     found = []
     for ep in sorted(entry_points(group="tianfu.modules"), key=lambda e: e.name):
