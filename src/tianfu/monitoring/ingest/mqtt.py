@@ -180,8 +180,8 @@ class MqttIngest:
         try:
             report = parse_payload(topic, payload)
         except PayloadError as exc:
-            self.rejected += 1
             await self.on_reject(payload, str(exc), {"topic": topic})
+            self.rejected += 1  # counted once it is in the dead-letter store
             return
         await self.on_report(report)
         self.accepted += 1
