@@ -115,6 +115,23 @@ class StudyOut(ResponseModel):
     findings: list[FindingOut]
 
 
+def _finding_out(f: ai.ImagingFinding, instance_uid: str) -> FindingOut:
+    return FindingOut(
+        id=f.id,
+        task=f.task,
+        model_version=f.model_version,
+        label=f.label,
+        probability=f.probability,
+        score=f.score,
+        threshold=f.threshold,
+        positive=f.positive,
+        probabilities=f.probabilities,
+        review=f.review,
+        reviewed_label=f.reviewed_label,
+        instance_uid=instance_uid,
+    )
+
+
 def _study_out(session: Session, study: ImagingStudy) -> StudyOut:
     rows = session.execute(
         select(ai.ImagingFinding, ImagingInstance.sop_instance_uid)
@@ -132,23 +149,7 @@ def _study_out(session: Session, study: ImagingStudy) -> StudyOut:
         status=study.status,
         ai_priority=study.ai_priority or 0.0,
         received_at=study.received_at,
-        findings=[
-            FindingOut(
-                id=f.id,
-                task=f.task,
-                model_version=f.model_version,
-                label=f.label,
-                probability=f.probability,
-                score=f.score,
-                threshold=f.threshold,
-                positive=f.positive,
-                probabilities=f.probabilities,
-                review=f.review,
-                reviewed_label=f.reviewed_label,
-                instance_uid=uid,
-            )
-            for f, uid in rows
-        ],
+        findings=[_finding_out(f, uid) for f, uid in rows],
     )
 
 
@@ -190,20 +191,7 @@ def review_finding(
     )
     session.commit()
     instance = session.get(ImagingInstance, finding.instance_id)
-    return FindingOut(
-        id=finding.id,
-        task=finding.task,
-        model_version=finding.model_version,
-        label=finding.label,
-        probability=finding.probability,
-        score=finding.score,
-        threshold=finding.threshold,
-        positive=finding.positive,
-        probabilities=finding.probabilities,
-        review=finding.review,
-        reviewed_label=finding.reviewed_label,
-        instance_uid=instance.sop_instance_uid if instance else "",
-    )
+    return _finding_out(finding, instance.sop_instance_uid if instance else "")
 
 
 @api.get("/findings/{finding_id}/heatmap.png", summary="The finding's heatmap (PNG, the image's size)")

@@ -153,11 +153,19 @@ def _visible(
         raise NotFound(f"no triage session {row.id}")
 
 
-def get(session: Session, audit: AuditLog, principal: Principal, session_id: str) -> TriageSession:
+def _load(
+    session: Session, audit: AuditLog, principal: Principal, session_id: str, action: str
+) -> TriageSession:
+    """The triage session, if it exists and the caller may see it."""
     row = session.get(TriageSession, session_id)
     if row is None:
         raise NotFound(f"no triage session {session_id}")
-    _visible(session, audit, principal, row, "triage.session.read")
+    _visible(session, audit, principal, row, action)
+    return row
+
+
+def get(session: Session, audit: AuditLog, principal: Principal, session_id: str) -> TriageSession:
+    row = _load(session, audit, principal, session_id, "triage.session.read")
     audit.record(
         session,
         actor=principal.actor,
@@ -174,10 +182,7 @@ def get(session: Session, audit: AuditLog, principal: Principal, session_id: str
 def _update_interview(
     session: Session, audit: AuditLog, principal: Principal, session_id: str, change: str, **detail: Any
 ) -> tuple[TriageSession, engine.Interview]:
-    row = session.get(TriageSession, session_id)
-    if row is None:
-        raise NotFound(f"no triage session {session_id}")
-    _visible(session, audit, principal, row, "triage.session.update")
+    row = _load(session, audit, principal, session_id, "triage.session.update")
     if row.status != "interviewing":
         raise Conflict("the interview is over; a nurse can re-triage with new vital signs")
     audit.record(
@@ -333,10 +338,7 @@ def decide(
     reason: str = "",
 ) -> TriageSession:
     """The nurse's decision: confirm the suggestion or override it with a reason (TRI-02)."""
-    row = session.get(TriageSession, session_id)
-    if row is None:
-        raise NotFound(f"no triage session {session_id}")
-    _visible(session, audit, principal, row, "triage.decide")
+    row = _load(session, audit, principal, session_id, "triage.decide")
     if row.status not in ("waiting", "confirmed"):
         raise Conflict(f"a session that is {row.status} cannot be decided")
     if level not in (1, 2, 3, 4):
@@ -403,10 +405,7 @@ def record_vitals(
 ) -> TriageSession:
     """New vital signs at the desk or while waiting: a new assessment, never an overwrite (TRI-04).
     A rules level more urgent than the level in force raises it at once."""
-    row = session.get(TriageSession, session_id)
-    if row is None:
-        raise NotFound(f"no triage session {session_id}")
-    _visible(session, audit, principal, row, "triage.vitals")
+    row = _load(session, audit, principal, session_id, "triage.vitals")
     if row.status == "sent":
         raise Conflict("the patient has been sent on")
     # A self-service patient who reaches the desk is a desk patient from now on.
@@ -458,10 +457,7 @@ def _rank(result: urgency.UrgencyResult) -> int:
 
 
 def send(session: Session, audit: AuditLog, principal: Principal, session_id: str) -> TriageSession:
-    row = session.get(TriageSession, session_id)
-    if row is None:
-        raise NotFound(f"no triage session {session_id}")
-    _visible(session, audit, principal, row, "triage.send")
+    row = _load(session, audit, principal, session_id, "triage.send")
     if row.status != "confirmed":
         raise Conflict("confirm the level and department before sending the patient on")
     row.status = "sent"
