@@ -20,6 +20,8 @@ from tianfu.core.i18n import N_
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from tianfu.core.model_registry.manifest import AiTask, ModelManifest
+
     from tianfu.core.bus import Event
     from tianfu.core.kernel import Kernel
 
@@ -72,6 +74,12 @@ class TianfuModule:
     latest_vitals: Callable[..., dict[str, Any] | None] | None = None
     # Path prefixes whose routes take large bodies and enforce their own limit (DICOM uploads).
     own_body_limit_paths: Sequence[str] = ()
+    # The model versions it ships, each built from the model's metadata file (its card's one source).
+    shipped_models: Callable[[], Sequence[ModelManifest]] | None = None
+    # Reads an imported model version's metadata file (``tianfu ai register``) into a manifest.
+    read_model_manifest: Callable[[Path], ModelManifest] | None = None
+    # Inference tasks it offers other systems (/api/v1/ai/infer/<key>) and local validation.
+    ai_tasks: Callable[[], Sequence[AiTask]] | None = None
 
     def import_models(self) -> None:
         for name in self.model_modules:
