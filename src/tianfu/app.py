@@ -125,6 +125,7 @@ def create_app(
             module.fhir_router,
             module.page_router,
             *module.extra_routers,
+            *(module.late_routers() if module.late_routers else ()),
         ):
             if module_router is not None:
                 app.include_router(module_router)

@@ -12,6 +12,7 @@ def all_metadata() -> MetaData:
     from tianfu.core.deadletter import models as _deadletter  # noqa: F401
     from tianfu.core.identity import models as _identity  # noqa: F401
     from tianfu.core.model_outputs import models as _outputs  # noqa: F401
+    from tianfu.core.model_registry import models as _registry  # noqa: F401
     from tianfu.core.patients import models as _patients  # noqa: F401
     from tianfu.core.plugins import installed_modules
 

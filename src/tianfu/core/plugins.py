@@ -20,10 +20,9 @@ from tianfu.core.i18n import N_
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-    from tianfu.core.model_registry.manifest import AiTask, ModelManifest
-
     from tianfu.core.bus import Event
     from tianfu.core.kernel import Kernel
+    from tianfu.core.model_registry.manifest import AiTask, ModelManifest
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ class TianfuModule:
     page_router: APIRouter | None = None
     fhir_router: APIRouter | None = None
     extra_routers: Sequence[APIRouter] = ()  # more API routers with their own prefixes (DICOMweb)
+    # Routers built once every module is loaded (the AI platform's route per other module's task).
+    late_routers: Callable[[], Sequence[APIRouter]] | None = None
     templates_dir: Path | None = None
     static_dir: Path | None = None  # served at /static/<key>/
     model_modules: Sequence[str] = ()  # dotted modules defining its tables

@@ -153,7 +153,12 @@ def manifest_to_json(manifest: ModelManifest) -> dict[str, Any]:
         "files": [p.name for p in manifest.files],
         "limits": list(manifest.limits),
         "reference": [
-            {"name": r.name, "fractions": list(r.fractions), "edges": list(r.edges), "categories": list(r.categories)}
+            {
+                "name": r.name,
+                "fractions": list(r.fractions),
+                "edges": list(r.edges),
+                "categories": list(r.categories),
+            }
             for r in manifest.reference
         ],
         "card": dict(manifest.card),

@@ -37,6 +37,8 @@ class Permission(StrEnum):
     AI_OUTPUT_READ = "ai_output.read"  # individual outputs: patient data
     AI_FEEDBACK = "ai_output.feedback"
     AI_USAGE_READ = "ai_output.usage"  # per-model volume and agreement, no patient data
+    AI_MODEL_MANAGE = "ai_model.manage"  # register, validate, activate and roll back model versions
+    AI_INFER = "ai.infer"  # call a model through the inference API (EMR, PACS, front ends)
     DEAD_LETTER_MANAGE = "dead_letter.manage"
     DEVICE_MANAGE = "device.manage"  # register bedside devices and place them at beds
     ACCOUNT_SELF = "account.self"  # change one's own password and second factor
@@ -52,6 +54,7 @@ _CLINICIAN = {
     Permission.AI_OUTPUT_READ,
     Permission.AI_FEEDBACK,
     Permission.AI_USAGE_READ,
+    Permission.AI_INFER,
     Permission.ACCOUNT_SELF,
     Permission.TRIAGE,
 }
@@ -73,6 +76,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.DEAD_LETTER_MANAGE,
             Permission.DEVICE_MANAGE,
             Permission.AI_USAGE_READ,
+            Permission.AI_MODEL_MANAGE,
             Permission.ACCOUNT_SELF,
         }
     ),
