@@ -204,6 +204,24 @@ def shoot_imaging(browser: Browser, base: str) -> None:
     context.close()
 
 
+def shoot_ai(browser: Browser, base: str) -> None:
+    """The registry, a model's card with its field performance, and a local validation report."""
+    context = browser.new_context(viewport={"width": 1360, "height": 860}, locale="zh-CN")
+    page = context.new_page()
+    sign_in(page, base, "admin")
+    shoot(page, base, "/ai", "ai-registry")
+    model = "/ai/models/tianfu-imaging-pneumonia"
+    shoot(page, base, model, "ai-model")
+    page.set_input_files("input[name=file]", str(ROOT / "tests" / "ai" / "fixtures" / "pneumonia_val40.npz"))
+    page.click("form[action^='/ai/validate/'] button[type=submit]")
+    page.wait_for_url(base + "/ai/validations/*")
+    page.frame_locator("iframe.report").locator("img").first.wait_for(timeout=120_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(OUT / "ai-validation.png"), full_page=True)
+    print("ai-validation.png")
+    context.close()
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as var_dir:
@@ -225,6 +243,7 @@ def main() -> None:
                 context.close()
                 shoot_triage(browser, base)
                 shoot_imaging(browser, base)
+                shoot_ai(browser, base)
 
                 for username, pages in (
                     (

@@ -45,6 +45,12 @@ async def start_alert_checker(kernel: Kernel) -> Callable[[], Awaitable[None]]:
     return stop
 
 
+def seed_demo(kernel: Kernel) -> None:
+    from tianfu.ai.demo import seed
+
+    seed(kernel)
+
+
 MODULE = TianfuModule(
     key="ai",
     home_path="/ai",
@@ -57,5 +63,6 @@ MODULE = TianfuModule(
     cli=cli.app,
     cli_name="ai",
     services=(start_alert_checker,),
+    seed_demo=seed_demo,
     own_body_limit_paths=views.UPLOAD_PATHS,
 )

@@ -360,8 +360,10 @@ def _report(session: Session, audit: AuditLog, principal: Principal, run_id: str
         run.report_html,
         headers={
             "Content-Disposition": f'inline; filename="{filename}"',
-            # The report is self-contained (charts are data: URIs); nothing in it may run or load.
-            "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+            # Self-contained (charts are data: URIs): nothing in it may run or load. Our own page frames it.
+            "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+            "frame-ancestors 'self'",
+            "X-Frame-Options": "SAMEORIGIN",
         },
     )
 

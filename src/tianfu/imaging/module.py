@@ -12,7 +12,7 @@ from sqlalchemy import select
 from tianfu.core.bus import Event
 from tianfu.core.kernel import Kernel
 from tianfu.core.plugins import ConsumerSpec, TianfuModule
-from tianfu.imaging import cli, dicomweb, views
+from tianfu.imaging import ai, cli, dicomweb, views
 from tianfu.imaging import fhir as imaging_fhir
 from tianfu.imaging.dicom.scp import start_scp
 from tianfu.imaging.dicom.store import dicom_store
@@ -47,6 +47,9 @@ def make_analyser(kernel: Kernel) -> Callable[[Event], Awaitable[None]]:
 
 MODULE = TianfuModule(
     key="imaging",
+    shipped_models=ai.shipped_models,
+    read_model_manifest=ai.read_model_manifest,
+    ai_tasks=ai.ai_tasks,
     home_path="/imaging",
     api_router=views.api,
     page_router=views.pages,

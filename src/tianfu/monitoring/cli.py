@@ -68,9 +68,11 @@ def worker(
     ] = "all",
 ) -> None:
     """Score and raise alarms for some partitions of the device stream (scale-out: TIANFU_BUS_URL=nats://)."""
+    from functools import partial
+
     from tianfu.cli import load_settings
     from tianfu.core.kernel import Kernel
-    from tianfu.monitoring.module import load_model
+    from tianfu.monitoring.module import active_sepsis_model
     from tianfu.monitoring.pipeline import Pipeline
     from tianfu.monitoring.settings import get_monitoring_settings
 
@@ -80,7 +82,9 @@ def worker(
     async def main() -> None:
         kernel = Kernel(load_settings())
         await kernel.start()
-        pipeline = Pipeline(kernel, settings, partitions=chosen, model=load_model())
+        pipeline = Pipeline(
+            kernel, settings, partitions=chosen, model_source=partial(active_sepsis_model, kernel)
+        )
         await pipeline.start()
         console.print(f"monitoring worker for partitions {chosen}; Ctrl-C stops")
         await _run_until_signal()

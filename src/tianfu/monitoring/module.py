@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from tianfu.core.patients.models import Patient
 from tianfu.core.plugins import PatientPanel, TianfuModule
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
-from tianfu.monitoring import cli, views
+from tianfu.monitoring import ai, cli, views
 from tianfu.monitoring.ingest.mllp import MllpServer
 from tianfu.monitoring.ingest.mqtt import MqttIngest
 from tianfu.monitoring.ingest.report import DeviceReport
@@ -101,7 +102,7 @@ async def start_pipeline(kernel: Kernel) -> Stopper:
             return None
 
         return nothing
-    pipeline = Pipeline(kernel, settings, model=load_model())
+    pipeline = Pipeline(kernel, settings, model_source=partial(active_sepsis_model, kernel))
     await pipeline.start()
     kernel.extensions["monitoring.pipeline"] = pipeline
     return pipeline.stop
@@ -121,13 +122,19 @@ async def start_retention(kernel: Kernel) -> Stopper:
     return stop
 
 
-def load_model() -> Any:
-    from tianfu.monitoring.sepsis import SepsisModel
+def active_sepsis_model(kernel: Kernel) -> tuple[Any, str]:
+    """The sepsis model version the AI platform has active, and its version; (None, "") when off."""
+    from tianfu.core.model_registry.service import active_model
+    from tianfu.monitoring.ai import MODEL_NAME, load_model
 
+    with kernel.sessions() as session, session.begin():
+        active = active_model(session, MODEL_NAME)
+    if active is None:
+        return None, ""
     try:
-        return SepsisModel.load()
+        return load_model(active), active.version
     except FileNotFoundError:  # a checkout without the trained artefact still monitors, without sepsis risk
-        return None
+        return None, ""
 
 
 def patient_panel(session: Session, principal: Principal, patient: Patient) -> PatientPanel | None:
@@ -175,6 +182,9 @@ def seed_demo(kernel: Kernel) -> None:
 
 MODULE = TianfuModule(
     key="monitoring",
+    shipped_models=ai.shipped_models,
+    read_model_manifest=ai.read_model_manifest,
+    ai_tasks=ai.ai_tasks,
     home_path="/monitoring",
     api_router=views.api,
     fhir_router=views.fhir,

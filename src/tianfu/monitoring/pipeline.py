@@ -19,7 +19,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,11 +29,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from tianfu.core.audit.service import SYSTEM_ACTOR
 from tianfu.core.bus import Event, EventBus, Subscription
 from tianfu.core.db import utcnow
 from tianfu.core.kernel import Kernel
+from tianfu.core.model_outputs import service as model_outputs
 from tianfu.core.patients.models import Encounter, Location, Patient
 from tianfu.monitoring import devices
+from tianfu.monitoring.ai import MODEL_NAME as SEPSIS_MODEL
+from tianfu.monitoring.ai import SUMMARY_COLUMNS as SEPSIS_DRIFT_INPUTS
+from tianfu.monitoring.ai import TASK as SEPSIS_TASK
 from tianfu.monitoring.alarms import (
     Acknowledge,
     AlarmEngine,
@@ -96,6 +101,7 @@ PHYSIONET_COLUMNS = {
 # limit only bounds how long a missed announcement could mislead.
 PLACEMENT_TTL_S = 300.0
 SEEN_EVERY_S = 60.0  # how often a device's "last seen" is written
+MODEL_CHECK_S = 30.0  # how often the registry is asked which sepsis model version is active
 SNAPSHOT_EVERY_S = 10.0
 
 
@@ -168,6 +174,8 @@ class Pipeline:
         *,
         partitions: Sequence[int] | None = None,
         model: SepsisModel | None = None,
+        model_version: str = "",
+        model_source: Callable[[], tuple[SepsisModel | None, str]] | None = None,
     ) -> None:
         self.kernel = kernel
         self.settings = settings
@@ -178,6 +186,10 @@ class Pipeline:
         self._consumer_suffix = "p" + "-".join(map(str, self.partitions))
         self.engine = AlarmEngine()
         self.model = model
+        self.model_version = model_version
+        # Where the AI platform's active sepsis version comes from; checked again every MODEL_CHECK_S.
+        self.model_source = model_source
+        self._model_watch: asyncio.Task[None] | None = None
         self.beds: dict[str, BedState] = {}  # by bed id
         self._placements: dict[str, _Placed] = {}  # by device identifier
         self._episode_ids: dict[str, str] = {}  # engine episode id → stored episode id
@@ -196,6 +208,9 @@ class Pipeline:
     # --- life cycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.model_source is not None:
+            self.model, self.model_version = await asyncio.to_thread(self.model_source)
+            self._model_watch = asyncio.create_task(self._follow_model(), name="monitoring-model-watch")
         await asyncio.to_thread(self._restore)
         await asyncio.to_thread(self._preload)
         self._history_loader = asyncio.create_task(self._load_histories(), name="monitoring-histories")
@@ -235,8 +250,22 @@ class Pipeline:
         )
         self._ticker = asyncio.create_task(self._tick_forever(), name="monitoring-tick")
 
+    async def _follow_model(self) -> None:
+        """An admin's switch of the sepsis model version (or off) reaches every worker within a minute."""
+        assert self.model_source is not None
+        while True:
+            await asyncio.sleep(MODEL_CHECK_S)
+            try:
+                model, version = await asyncio.to_thread(self.model_source)
+            except Exception:  # keep scoring with the loaded version; try again next time
+                log.exception("could not read the active sepsis model")
+                continue
+            if version != self.model_version:
+                log.info("sepsis model %s -> %s", self.model_version or "off", version or "off")
+                self.model, self.model_version = model, version
+
     async def stop(self) -> None:
-        for task in (self._ticker, self._history_loader):
+        for task in (self._ticker, self._history_loader, self._model_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -407,6 +436,22 @@ class Pipeline:
             }
             for c in explanation.top
         ]
+        if bed.patient_id is not None:  # the AI platform's record of what the model said, and on what
+            self._pending.model_outputs.append(
+                {
+                    "patient_id": bed.patient_id,
+                    "hour": hour,
+                    "version": self.model_version,
+                    "risk": tracker.risk,
+                    "alarm": tracker.alarm,
+                    "contributions": tracker.contributions,
+                    "inputs": {
+                        k: (None if v != v else round(float(v), 2))
+                        for k in SEPSIS_DRIFT_INPUTS
+                        if isinstance(v := row.get(k), float | int)
+                    },
+                }
+            )
 
     # --- alarms ----------------------------------------------------------------------------------------
 
@@ -864,6 +909,7 @@ class Pipeline:
                 # Keep the rows for the next commit (stored rows are idempotent: nothing doubles).
                 self._pending.samples[:0] = pending.samples
                 self._pending.events[:0] = pending.events
+                self._pending.model_outputs[:0] = pending.model_outputs
                 self._pending.seen = pending.seen | self._pending.seen
                 self._pending.snapshot = self._pending.snapshot or pending.snapshot
                 raise
@@ -881,6 +927,8 @@ class Pipeline:
                 session.execute(insert(StoredSample).values(pending.samples).on_conflict_do_nothing())
             for stored, output in pending.events:
                 self._write_event(session, insert, stored, output)
+            for risk in pending.model_outputs:
+                self._write_model_output(session, risk)
             if pending.snapshot is not None:
                 statement = insert(EngineSnapshot).values(
                     partition_key=self.snapshot_key, state=pending.snapshot, saved_at=utcnow()
@@ -891,6 +939,24 @@ class Pipeline:
                         set_={"state": pending.snapshot, "saved_at": utcnow()},
                     )
                 )
+
+    def _write_model_output(self, session: Session, risk: dict[str, Any]) -> None:
+        hour: datetime = risk["hour"]
+        model_outputs.record_output(
+            session,
+            self.kernel.audit,
+            actor=SYSTEM_ACTOR,
+            module="monitoring",
+            task=SEPSIS_TASK,
+            model_name=SEPSIS_MODEL,
+            model_version=risk["version"],
+            input_ref=f"monitoring/sepsis/{risk['patient_id']}/{hour.isoformat()}",
+            output={"risk": risk["risk"], "alarm": risk["alarm"], "contributions": risk["contributions"]},
+            label="sepsis risk" if risk["alarm"] else "no alarm",
+            score=risk["risk"],
+            patient_id=risk["patient_id"],
+            input_features=risk["inputs"],
+        )
 
     def _write_event(self, session: Session, insert: Any, stored: str, output: AlarmEvent) -> None:
         bed = self.beds.get(output.bed)
@@ -960,10 +1026,13 @@ class _PendingWrites:
     seen: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     bed_updates: set[str] = field(default_factory=set)
     snapshot: dict[str, Any] | None = None
+    model_outputs: list[dict[str, Any]] = field(default_factory=list)  # hourly sepsis risks
 
     @property
     def has_rows(self) -> bool:
-        return bool(self.samples or self.events or self.seen or self.snapshot is not None)
+        return bool(
+            self.samples or self.events or self.seen or self.snapshot is not None or self.model_outputs
+        )
 
     @property
     def dirty(self) -> bool:

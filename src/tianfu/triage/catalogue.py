@@ -11,12 +11,20 @@ from tianfu.triage.inquiry import Case, InquiryModel
 MODELS_DIR = Path(__file__).parent / "models" / "inquiry"
 
 
+def registry_name(model: str) -> str:
+    """The name the AI platform's registry knows an inquiry model by ("triage-dxy")."""
+    return f"triage-{model}"
+
+
 def model_names() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.npz") if p.with_suffix(".json").exists())
 
 
 @cache
-def load_model(name: str) -> InquiryModel:
+def load_model(name: str, directory: str = "") -> InquiryModel:
+    """A shipped model, or with ``directory`` a version the AI platform imported and activated."""
+    if directory:
+        return InquiryModel.load(Path(directory) / name)
     if name not in model_names():
         raise KeyError(f"no inquiry model {name!r}; shipped: {', '.join(model_names())}")
     return InquiryModel.load(MODELS_DIR / name)

@@ -13,7 +13,7 @@ from tianfu.core.patients.models import Patient
 from tianfu.core.plugins import PatientPanel, TianfuModule
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
-from tianfu.triage import cli, views
+from tianfu.triage import ai, cli, views
 
 
 def seed_demo(kernel: Kernel) -> None:
@@ -41,6 +41,9 @@ def patient_panel(session: Session, principal: Principal, patient: Patient) -> P
 
 MODULE = TianfuModule(
     key="triage",
+    shipped_models=ai.shipped_models,
+    read_model_manifest=ai.read_model_manifest,
+    ai_tasks=ai.ai_tasks,
     home_path="/triage",
     api_router=views.api,
     page_router=views.pages,

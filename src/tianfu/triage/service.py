@@ -22,6 +22,7 @@ from tianfu.core.db import utcnow
 from tianfu.core.errors import Conflict, Forbidden, Invalid, NotFound
 from tianfu.core.model_outputs import service as outputs
 from tianfu.core.model_outputs.models import ModelOutput
+from tianfu.core.model_registry import service as registry
 from tianfu.core.patients.models import Patient
 from tianfu.core.patients.service import require_access
 from tianfu.core.plugins import latest_vitals
@@ -29,6 +30,7 @@ from tianfu.core.security.permissions import Permission, Role
 from tianfu.core.security.principal import Principal
 from tianfu.triage import interview as engine
 from tianfu.triage import urgency
+from tianfu.triage.catalogue import MODELS_DIR, registry_name
 from tianfu.triage.departments import departments
 from tianfu.triage.inquiry import Answer
 from tianfu.triage.tables import TriageAssessment, TriageSession
@@ -88,6 +90,12 @@ def start(
         if channel == "nurse" and not vitals:
             vitals = _monitored_vitals(session, patient_id)
     model_name = model or default_model(language, age_years)
+    active = registry.active_model(session, registry_name(model_name))
+    if active is None:
+        raise Invalid(
+            f"the triage model {model_name} is switched off by the hospital's AI governance; "
+            "please see the triage nurse"
+        )
     try:
         state = engine.start(
             model_name,
@@ -98,6 +106,7 @@ def start(
             sex=sex,
             pain_score=pain_score,
             vitals=vitals,
+            model_dir="" if active.directory == MODELS_DIR else str(active.directory),
         )
     except KeyError as exc:
         raise Invalid(str(exc.args[0])) from exc
@@ -245,7 +254,7 @@ def _after_change(
         actor=principal.actor,
         module=MODULE,
         task="triage",
-        model_name=f"triage-{result.model}",
+        model_name=registry_name(result.model),
         model_version=result.model_version,
         input_ref=f"triage_session/{row.id}",
         output={
@@ -258,7 +267,11 @@ def _after_change(
         label=f"{row.level or '-'}/{row.department_code}",
         score=top.probability if top else None,
         patient_id=row.patient_id,
-        input_features={"symptoms": list(result.symptoms_present), "absent": list(result.symptoms_absent)},
+        input_features={
+            "symptoms": list(result.symptoms_present),
+            "symptom_count": len(result.symptoms_present),
+            "absent": list(result.symptoms_absent),
+        },
     )
     row.ai_output_id = output.id
     session.add(

@@ -14,7 +14,6 @@ from alembic import op
 
 import tianfu.core.db
 
-
 revision: str = "0005_ai"
 down_revision: str | Sequence[str] | None = "0004_imaging"
 branch_labels: str | Sequence[str] | None = None
