@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tianfu import __version__
-from tianfu.imaging.dicom.store import dicom_store, store_instance
+from tianfu.imaging.dicom.store import ParsedInstance, dicom_store, encode_dataset, store_instance
 from tianfu.imaging.findings import SYSTEM, ImagingFinding
 from tianfu.imaging.tables import ImagingInstance, ImagingStudy
 
@@ -164,6 +164,38 @@ def structured_report(
 def write_result(session: Session, kernel: Kernel, study_id: str) -> list[str]:
     """Store an SR for each of the study's images that has findings; the SOP Instance UIDs, in the caller's
     transaction (the caller commits). Running it again stores nothing new unless a finding changed."""
+    organization_id, wanted = _wanted(session, kernel, study_id)
+    return _store(session, kernel, organization_id, wanted)
+
+
+def store_result(kernel: Kernel, study_id: str) -> list[str]:
+    """:func:`write_result` in two short transactions of its own, the reports built and encoded between
+    them: on SQLite a transaction holds the one write lock, and a report takes tens of milliseconds to
+    build that no other writer (nor, with BEGIN IMMEDIATE, reader) should wait for."""
+    with kernel.sessions() as session, session.begin():
+        organization_id, wanted = _wanted(session, kernel, study_id)
+    for report in wanted:
+        if not report.stored:
+            report.build()
+    with kernel.sessions() as session, session.begin():
+        return _store(session, kernel, organization_id, wanted)
+
+
+class _Report:
+    """The report of one source image: its UID, fixed by the findings; built when it is not stored yet."""
+
+    def __init__(self, uid: str, source: Dataset, findings: Sequence[ImagingFinding], stored: bool) -> None:
+        self.uid, self.source, self.findings, self.stored = uid, source, findings, stored
+        self.encoded: ParsedInstance | None = None
+
+    def build(self) -> ParsedInstance:
+        if self.encoded is None:
+            self.encoded = encode_dataset(structured_report(self.source, self.findings))
+        return self.encoded
+
+
+def _wanted(session: Session, kernel: Kernel, study_id: str) -> tuple[str, list[_Report]]:
+    """The study's institution, and a report for each of its images that has findings."""
     study = session.get(ImagingStudy, study_id)
     if study is None:
         raise ValueError(f"no study {study_id}")
@@ -176,7 +208,7 @@ def write_result(session: Session, kernel: Kernel, study_id: str) -> list[str]:
     for finding in findings:
         by_instance.setdefault(finding.instance_id, []).append(finding)
     store = dicom_store(kernel)
-    written: list[str] = []
+    wanted: list[_Report] = []
     for instance_id, found in by_instance.items():
         instance = session.get(ImagingInstance, instance_id)
         if instance is None:
@@ -184,17 +216,27 @@ def write_result(session: Session, kernel: Kernel, study_id: str) -> list[str]:
         # Pixels are not needed to reference an image; leaving them out keeps large studies cheap.
         source = pydicom.dcmread(store.path(instance.storage_path), stop_before_pixels=True)
         uid = report_uid_for(str(source.SOPInstanceUID), found)
-        if session.scalar(select(ImagingInstance.id).where(ImagingInstance.sop_instance_uid == uid)):
-            written.append(uid)
+        stored = session.scalar(select(ImagingInstance.id).where(ImagingInstance.sop_instance_uid == uid))
+        wanted.append(_Report(uid, source, found, stored is not None))
+    return study.organization_id, wanted
+
+
+def _store(session: Session, kernel: Kernel, organization_id: str, wanted: Sequence[_Report]) -> list[str]:
+    written: list[str] = []
+    for report in wanted:
+        if report.stored or session.scalar(
+            select(ImagingInstance.id).where(ImagingInstance.sop_instance_uid == report.uid)
+        ):
+            written.append(report.uid)
             continue
         result = store_instance(
             session,
-            store,
-            structured_report(source, found),
+            dicom_store(kernel),
+            report.build(),
             audit=kernel.audit,
             actor=SYSTEM,
             source=AI_SOURCE,
-            organization_id=study.organization_id,
+            organization_id=organization_id,
         )
         written.append(result.sop_instance_uid)
     return written
