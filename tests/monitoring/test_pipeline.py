@@ -194,3 +194,37 @@ async def test_discharge_ends_monitoring_of_the_stay(
     await _wait_for(lambda: pipeline.beds == {})
     await pipeline.commit()
     await _wait_for(cleared)
+
+
+async def test_each_closed_hour_of_sepsis_risk_is_recorded_for_the_ai_platform(
+    kernel: Kernel, demo: Demo, db: Session
+) -> None:
+    from functools import partial
+
+    from tianfu.core.model_outputs.models import ModelOutput
+    from tianfu.monitoring.module import active_sepsis_model
+
+    bed = demo.bed("CARD1-01")
+    db.add(
+        MonitoringDevice(identifier="MON-1", label="m", bed_id=bed.id, organization_id=bed.organization_id)
+    )
+    db.commit()
+    await kernel.start()
+    worker = Pipeline(kernel, SETTINGS, model_source=partial(active_sepsis_model, kernel))
+    await worker.start()
+    try:
+        assert worker.model_version == "1.0.0"
+        hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+        for minutes in (5, 65):  # a report in the next hour closes the first one
+            await send(kernel, report(NORMAL, hour + timedelta(minutes=minutes)))
+        await _wait_for(lambda: worker.processed >= 2)
+        await worker.commit()
+    finally:
+        await worker.stop()
+        await kernel.stop()
+    recorded = db.scalars(select(ModelOutput).where(ModelOutput.model_name == "sepsis")).all()
+    assert len(recorded) == 1
+    assert recorded[0].model_version == "1.0.0"
+    assert recorded[0].patient_id == demo.patient("李建国").id
+    assert recorded[0].input_features["HR"] == 72
+    assert 0 <= recorded[0].output["risk"] <= 1

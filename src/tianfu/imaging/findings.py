@@ -27,6 +27,7 @@ from tianfu.core.deadletter import service as deadletters
 from tianfu.core.errors import Conflict, Invalid, NotFound
 from tianfu.core.model_outputs import service as outputs
 from tianfu.core.model_outputs.models import ModelOutput
+from tianfu.core.model_registry import service as registry
 
 if TYPE_CHECKING:
     from tianfu.imaging import inference
@@ -107,6 +108,7 @@ class Plan:
     sop_instance_uid: str
     storage_path: str  # relative to the store root
     tasks: tuple[str, ...]
+    model_dirs: tuple[str, ...]  # per task: the directory of the version the AI platform has active
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,19 @@ class Reading:
     """One model's result for a planned image, and where its heatmap was written."""
 
     task: str
+    model_name: str  # as the AI platform's registry knows it
     result: inference.Finding
     heatmap_path: str  # relative to the store root
+    inputs: dict[str, float]  # the image summaries the platform compares with the training data
 
 
 class AnalysisFailed(Exception):
     """The image cannot be analysed, and trying again will not help (its pixels cannot be read)."""
+
+
+def registry_name(task: str) -> str:
+    """The name the AI platform's registry knows a task's model by (as its metadata file says)."""
+    return f"tianfu-imaging-{task}"
 
 
 def plan_analysis(session: Session, instance_id: str) -> Plan | None:
@@ -136,9 +145,17 @@ def plan_analysis(session: Session, instance_id: str) -> Plan | None:
     series = session.get(ImagingSeries, instance.series_id)
     assert series is not None
     chosen = tasks_for(series.modality or "", series.body_part or "", inference.tasks())
-    if not chosen:
+    active = {task: registry.active_model(session, registry_name(task)) for task in chosen}
+    running = [task for task in chosen if active[task] is not None]  # an admin may have switched one off
+    if not running:
         return None
-    return Plan(instance.id, instance.sop_instance_uid, instance.storage_path, tuple(chosen))
+    return Plan(
+        instance.id,
+        instance.sop_instance_uid,
+        instance.storage_path,
+        tuple(running),
+        tuple(str(active[task].directory) for task in running),  # type: ignore[union-attr]
+    )
 
 
 def read_image(store_root: Path, plan: Plan) -> list[Reading]:
@@ -157,9 +174,12 @@ def read_image(store_root: Path, plan: Plan) -> list[Reading]:
     except PixelDataError as exc:
         raise AnalysisFailed(f"no readable pixels: {exc}") from exc
     del dataset  # the decoded pixels are all that is needed from here
+    from tianfu.imaging.ai import input_summary
+
     readings: list[Reading] = []
-    for task in plan.tasks:
-        result = inference.ImagingModel.load(task).predict(image)
+    for task, model_dir in zip(plan.tasks, plan.model_dirs, strict=True):
+        model = inference.ImagingModel.load(task, Path(model_dir))
+        result = model.predict(image)
         heatmap_rel = Path(plan.storage_path).with_suffix(f".{task}.heatmap.png")
         png = to_png((np.clip(result.heatmap, 0, 1) * 255).astype(np.uint8), level=HEATMAP_PNG_LEVEL)
         # Written to a temporary name and renamed, so the viewer never reads half a heatmap.
@@ -167,7 +187,7 @@ def read_image(store_root: Path, plan: Plan) -> list[Reading]:
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         partial.write_bytes(png)
         os.replace(partial, target)
-        readings.append(Reading(task, result, str(heatmap_rel)))
+        readings.append(Reading(task, model.name, result, str(heatmap_rel), input_summary(image, model)))
     return readings
 
 
@@ -201,7 +221,7 @@ def save_findings(
             actor=SYSTEM,
             module=MODULE,
             task=reading.task,
-            model_name=f"imaging-{reading.task}",
+            model_name=reading.model_name,
             model_version=result.model_version,
             input_ref=f"dicom/{study.study_instance_uid}/{series.series_instance_uid}/{instance.sop_instance_uid}",
             output={
@@ -214,7 +234,7 @@ def save_findings(
             label=result.label,
             score=result.score,
             patient_id=study.patient_id,
-            input_features={"modality": series.modality, "rows": instance.rows, "columns": instance.columns},
+            input_features={**reading.inputs, "modality": series.modality},
         )
         finding = ImagingFinding(
             study_id=study.id,
