@@ -121,3 +121,15 @@ def test_a_version_whose_files_changed_is_not_activated(
         registry.activate(db, kernel.audit, actor=ADMIN, name="toy-model", version="2.0.0", reason="try")
     with pytest.raises(NotFound):
         registry.activate(db, kernel.audit, actor=ADMIN, name="toy-model", version="9.9.9", reason="try")
+
+
+def test_an_upgrade_that_replaces_the_active_shipped_version_activates_its_successor(
+    db: Session, shipped: ModelManifest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert registry.active_model(db, "toy-model") is not None
+    upgraded = _manifest(tmp_path / "upgraded", "1.1.0", weights=b"retrained")
+    monkeypatch.setattr(registry, "shipped_manifests", lambda: {(upgraded.name, upgraded.version): upgraded})
+    active = registry.active_model(db, "toy-model")
+    assert active is not None
+    assert active.version == "1.1.0"
+    assert [r.version for r in registry.versions(db, "toy-model") if r.active] == ["1.1.0"]

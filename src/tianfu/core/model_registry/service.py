@@ -11,6 +11,7 @@ switch takes effect on their next prediction.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Sequence
 from functools import lru_cache
@@ -33,6 +34,8 @@ from tianfu.core.model_registry.manifest import (
 )
 from tianfu.core.model_registry.models import ModelVersion
 from tianfu.core.plugins import installed_modules
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache
@@ -82,6 +85,19 @@ def sync_shipped(session: Session) -> list[ModelVersion]:
         names_known.add(manifest.name)
         session.add(row)
         added.append(row)
+    # An upgrade that replaced the active shipped version carries its successor: that one runs now.
+    for row in known.values():
+        if row.source == "shipped" and row.active and (row.name, row.version) not in shipped_manifests():
+            successor = next((r for r in reversed(added) if r.name == row.name), None)
+            row.active = False
+            if successor is not None:
+                successor.active = True
+            log.warning(
+                "shipped model %s %s is gone; now active: %s",
+                row.name,
+                row.version,
+                successor.version if successor else "none",
+            )
     session.flush()
     return added
 
