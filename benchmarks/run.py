@@ -604,7 +604,7 @@ def bench_ai() -> None:
     from tianfu.core.model_outputs import service as outputs
     from tianfu.core.model_outputs.models import ModelOutput
 
-    demo_images = Path(service.__file__).parent / "demo_data" / "pneumonia_val40.npz"
+    demo_images = Path(service.__file__).parent / "demo_data" / "pneumonia_val200.npz"
     with np.load(demo_images) as data:
         images, labels = data["val_images"], data["val_labels"]
     png = io.BytesIO()
@@ -641,9 +641,9 @@ def bench_ai() -> None:
                     "each call recorded and audited",
                 )
 
-        # Local validation: the demo's 40 radiographs ten times over (400 images), 1,000 bootstrap resamples.
+        # Local validation: the demo's 200 radiographs twice over (400 images), 1,000 bootstrap resamples.
         dataset = var / "pneumonia400.npz"
-        np.savez(dataset, val_images=np.tile(images, (10, 1, 1)), val_labels=np.tile(labels, (10, 1)))
+        np.savez(dataset, val_images=np.tile(images, (2, 1, 1)), val_labels=np.tile(labels, (2, 1)))
         with kernel.sessions() as session, session.begin():
             run_id = service.create_validation(
                 session,

@@ -13,25 +13,25 @@ from tianfu.core.model_outputs import service as outputs
 from tianfu.core.model_outputs.models import ModelFeedback, ModelOutput
 
 
-def test_demo_radiologist_reads_forty_images_and_gives_verdicts(kernel: Kernel, db: Session) -> None:
+def test_demo_radiologist_reads_two_hundred_images_and_gives_verdicts(kernel: Kernel, db: Session) -> None:
     demo.seed(kernel)
     demo.seed(kernel)  # a second start adds nothing
     assert (
         db.scalar(
             select(func.count()).select_from(ModelOutput).where(ModelOutput.task == "imaging-pneumonia")
         )
-        == 40
+        == 200
     )
-    assert db.scalar(select(func.count()).select_from(ModelFeedback)) == 40
+    assert db.scalar(select(func.count()).select_from(ModelFeedback)) == 200
     summary = service.field_performance(db, "tianfu-imaging-pneumonia", AiSettings())
-    assert summary.outputs == 40
-    assert summary.reviewed == 40
+    assert summary.outputs == 200
+    assert summary.reviewed == 200
     assert summary.agreement_rate is not None
     assert 0.8 <= summary.agreement_rate <= 1.0  # the model's validation accuracy is 0.97
-    assert len(summary.disagreements) == round(40 * (1 - summary.agreement_rate))
+    assert len(summary.disagreements) == round(200 * (1 - summary.agreement_rate))
     drift = {d.name: d for d in summary.drift}
     assert set(drift) == {"image_mean", "image_std"}
-    assert all(d.psi is not None for d in drift.values())  # 40 values: enough to compare
+    assert all(d.psi is not None for d in drift.values())  # 200 values: enough to compare
 
 
 def test_alerts_are_raised_once_and_cleared_when_the_condition_ends(kernel: Kernel, db: Session) -> None:

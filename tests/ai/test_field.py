@@ -28,9 +28,9 @@ SYMPTOMS = FeatureReference("symptoms", fractions=(0.5, 0.3, 0.2), categories=("
 
 
 def test_psi_is_zero_when_the_distribution_matches_the_reference() -> None:
-    ages = [20.0] * 30 + [50.0] * 40 + [90.0] * 30
+    ages = [20.0] * 60 + [50.0] * 80 + [90.0] * 60
     assert field.population_stability_index(AGE, ages) == pytest.approx(0.0, abs=1e-12)
-    assert field.population_stability_index(SEX, ["F", "M"] * 20) == pytest.approx(0.0, abs=1e-12)
+    assert field.population_stability_index(SEX, ["F", "M"] * 100) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_psi_grows_with_the_shift() -> None:
@@ -50,7 +50,7 @@ def test_psi_of_a_hand_example() -> None:
     # 20 of 30 in the first bin (two of them below the edges), 10 in the last (one above them).
     values = [0.5] * 18 + [-3.0] * 2 + [1.5] * 9 + [7.0]
     expected = (2 / 3 - 1 / 2) * math.log(4 / 3) + (1 / 3 - 1 / 2) * math.log(2 / 3)
-    assert field.population_stability_index(reference, values) == pytest.approx(expected)
+    assert field.population_stability_index(reference, values, min_values=1) == pytest.approx(expected)
     assert expected == pytest.approx(0.115525, abs=1e-6)
 
 
@@ -61,7 +61,7 @@ def test_categorical_psi_counts_unknown_categories_against_an_epsilon_share() ->
     assert recent.other == pytest.approx(1 / 6)
     eps = field.PSI_EPSILON
     expected = (1 / 3 - 1 / 2) * math.log(2 / 3) + (1 / 6 - eps) * math.log((1 / 6) / eps)
-    assert field.population_stability_index(SEX, values) == pytest.approx(expected)
+    assert field.population_stability_index(SEX, values, min_values=1) == pytest.approx(expected)
     assert field.drift_level(expected) == "major"
 
 
@@ -71,15 +71,16 @@ def test_list_valued_inputs_count_each_element() -> None:
     assert recent.n == 40
     assert recent.fractions == pytest.approx((25 / 40, 10 / 40, 5 / 40))
     flat = ["cough"] * 25 + ["fever"] * 10 + ["headache"] * 5
-    assert field.population_stability_index(SYMPTOMS, values) == pytest.approx(
-        field.population_stability_index(SYMPTOMS, flat)
+    assert field.population_stability_index(SYMPTOMS, values, min_values=1) == pytest.approx(
+        field.population_stability_index(SYMPTOMS, flat, min_values=1)
     )
 
 
 def test_psi_is_none_below_the_minimum_count() -> None:
-    assert field.population_stability_index(AGE, [50.0] * 29) is None
-    assert field.population_stability_index(AGE, [50.0] * 29 + [None, "n/a"]) is None  # not numbers
-    assert field.population_stability_index(AGE, [50.0] * 30) is not None
+    enough = field.MIN_VALUES_FOR_PSI
+    assert field.population_stability_index(AGE, [50.0] * (enough - 1)) is None
+    assert field.population_stability_index(AGE, [50.0] * (enough - 1) + [None, "n/a"]) is None  # not numbers
+    assert field.population_stability_index(AGE, [50.0] * enough) is not None
     assert field.population_stability_index(AGE, [50.0] * 5, min_values=5) is not None
 
 
@@ -206,7 +207,9 @@ def recorded(kernel: Kernel, db: Session, demo: Demo) -> dict[str, ModelOutput]:
 
 
 def test_volume_agreement_and_series(db: Session, recorded: dict[str, ModelOutput]) -> None:
-    summary = field.field_summary(db, MODEL, since=SINCE, until=UNTIL, reference=[AGE, SEX])
+    summary = field.field_summary(
+        db, MODEL, since=SINCE, until=UNTIL, reference=[AGE, SEX], min_drift_values=30
+    )
     assert [(v.version, v.outputs, v.reviewed, v.agreed) for v in summary.versions] == [
         ("1.0.0", 18, 5, 3.5),
         ("2.0.0", 18, 1, 0.0),
@@ -249,7 +252,9 @@ def test_disagreement_cases_most_recent_first(db: Session, recorded: dict[str, M
 
 
 def test_drift_per_reference_feature(db: Session, recorded: dict[str, ModelOutput]) -> None:
-    summary = field.field_summary(db, MODEL, since=SINCE, until=UNTIL, reference=[AGE, SEX, SYMPTOMS])
+    summary = field.field_summary(
+        db, MODEL, since=SINCE, until=UNTIL, reference=[AGE, SEX, SYMPTOMS], min_drift_values=30
+    )
     drift = {d.name: d for d in summary.drift}
     assert drift["age"].n == 36
     assert drift["age"].level == "major"  # everyone in the window is 80, training was mostly younger
@@ -267,7 +272,9 @@ def test_drift_per_reference_feature(db: Session, recorded: dict[str, ModelOutpu
 
 
 def test_alerts_fire_at_their_thresholds(db: Session, recorded: dict[str, ModelOutput]) -> None:
-    summary = field.field_summary(db, MODEL, since=SINCE, until=UNTIL, reference=[AGE, SEX])
+    summary = field.field_summary(
+        db, MODEL, since=SINCE, until=UNTIL, reference=[AGE, SEX], min_drift_values=30
+    )
 
     found = field.alerts(summary, min_agreement=0.7, max_psi=0.25, min_reviewed=6)
     assert [(a.kind, a.feature) for a in found] == [("agreement", ""), ("drift", "age")]

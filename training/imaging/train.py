@@ -50,7 +50,8 @@ import struct
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,6 @@ from tianfu.imaging.evaluate import metrics, roc_auc
 from tianfu.imaging.inference import FORMAT, ImagingModel
 
 REPO = Path(__file__).resolve().parents[2]
-VERSION = "1.0.0"
 SEED = 2023
 TUNE_FRACTION = 0.15
 N_FOLDS = 5
@@ -105,6 +105,12 @@ class Spec:
     brightness: float
     contrast: float
     padding: str  # grid_sample padding: "border" for radiographs, "zeros" for the black fundus surround
+    # Later additions: their defaults reproduce the 1.0.0 recipes exactly (same random draws, same bytes);
+    # hyperparameters at their default are left out of the JSON, so older models' records stay as they were.
+    mixup: float = 0.0  # Beta(a, a) mixup of image pairs within a batch; 0 = off
+    keep_epoch: str = "best_tune"  # "best_tune": epoch with the best tune AUC; "last": end of the schedule
+    tta_hflip: bool = False  # the exported graph averages the image and its mirror image (test-time flip)
+    version: str = "1.0.0"
 
 
 SPECS = {
@@ -374,22 +380,46 @@ class SmallResNet(nn.Module):
         return self.head(self.dropout(self.features(x).mean(dim=(2, 3))))
 
 
-class Exported(nn.Module):
-    """The averaged ensemble as one graph: input already normalised; outputs (logits, features)."""
+def hflip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror the last (width) axis; a constant-index gather, which every ONNX runtime supports."""
+    index = torch.arange(x.shape[-1] - 1, -1, -1, device=x.device)
+    return x.index_select(x.ndim - 1, index)
 
-    def __init__(self, members: list[SmallResNet]) -> None:
+
+class Exported(nn.Module):
+    """The averaged ensemble as one graph: input already normalised; outputs (logits, features).
+
+    With ``tta_hflip`` every member also sees the mirror image; its feature maps are mirrored back (so
+    the heatmap stays in image coordinates) and its logits join the average. Global average pooling does
+    not see the mirroring, so ``features`` (members x views, concatenated) and the averaged head weights
+    still explain the logits exactly.
+    """
+
+    def __init__(self, members: list[SmallResNet], tta_hflip: bool = False) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.tta_hflip = tta_hflip
+
+    def views(self) -> int:
+        return 2 if self.tta_hflip else 1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = [m.features(x) for m in self.members]
-        logits = torch.stack([m.head(f.mean(dim=(2, 3))) for m, f in zip(self.members, feats, strict=True)])
-        return logits.mean(dim=0), torch.cat(feats, dim=1)
+        n = x.shape[0]
+        xx = torch.cat([x, hflip(x)]) if self.tta_hflip else x
+        feats, logits = [], []
+        for m in self.members:
+            f = m.features(xx)
+            logits.append(m.head(f.mean(dim=(2, 3))))
+            feats.extend([f[:n], hflip(f[n:])] if self.tta_hflip else [f])
+        z = torch.stack(logits)
+        if self.tta_hflip:
+            z = torch.cat([z[:, :n], z[:, n:]])
+        return z.mean(dim=0), torch.cat(feats, dim=1)
 
     def head(self) -> tuple[np.ndarray, np.ndarray]:
-        """Linear head on the concatenated pooled features equal to the averaged member heads."""
-        n = len(self.members)
-        weight = torch.cat([m.head.weight for m in self.members], dim=1) / n
+        """Linear head on the concatenated pooled features equal to the averaged member (and view) heads."""
+        k = len(self.members) * self.views()
+        weight = torch.cat([m.head.weight for m in self.members for _ in range(self.views())], dim=1) / k
         bias = torch.stack([m.head.bias for m in self.members]).mean(dim=0)
         return weight.detach().numpy().astype(np.float64), bias.detach().numpy().astype(np.float64)
 
@@ -450,10 +480,13 @@ def fit_one(
     mean: torch.Tensor,
     std: torch.Tensor,
     seed: int,
+    on_epoch: Callable[[int, SmallResNet], None] | None = None,
 ) -> tuple[SmallResNet, dict[str, Any]]:
-    """AdamW, 1-epoch linear warm-up then cosine decay; keeps the epoch with the best tune AUC."""
+    """AdamW, 1-epoch linear warm-up then cosine decay; keeps the epoch with the best tune AUC, or the
+    last one (``spec.keep_epoch``). ``on_epoch(epoch, model)`` (model in eval mode) serves experiments."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    mix_rng = np.random.default_rng(seed)  # separate stream: mixup off leaves every other draw unchanged
     model = SmallResNet(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     steps_per_epoch = math.ceil(len(x_fit) / spec.batch)
@@ -480,7 +513,16 @@ def fit_one(
                 continue
             with torch.no_grad():
                 xb = normalise(augment(x_fit[idx], spec, gen), mean, std)
-            loss = F.cross_entropy(model(xb), y_t[idx], label_smoothing=spec.label_smoothing)
+            yb = y_t[idx]
+            if spec.mixup > 0:
+                lam = float(mix_rng.beta(spec.mixup, spec.mixup))
+                perm = torch.from_numpy(mix_rng.permutation(len(idx)))
+                out = model(lam * xb + (1 - lam) * xb[perm])
+                loss = lam * F.cross_entropy(out, yb, label_smoothing=spec.label_smoothing) + (
+                    1 - lam
+                ) * F.cross_entropy(out, yb[perm], label_smoothing=spec.label_smoothing)
+            else:
+                loss = F.cross_entropy(model(xb), yb, label_smoothing=spec.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -492,14 +534,20 @@ def fit_one(
         history.append(
             {"epoch": epoch + 1, "train_loss": total_loss / len(x_fit), "tune_auc": auc, "tune_nll": nll}
         )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
         # Ties in tune AUC (small tune sets) go to the lower NLL.
         if (auc, -nll) > best:
             best = (auc, -nll)
-            best_state = copy.deepcopy(model.state_dict())
-            best_epoch = epoch + 1
+            if spec.keep_epoch == "best_tune":
+                best_state = copy.deepcopy(model.state_dict())
+                best_epoch = epoch + 1
+    if spec.keep_epoch == "last":
+        best_state, best_epoch = copy.deepcopy(model.state_dict()), spec.epochs
     model.load_state_dict(best_state)
     model.eval()
-    return model, {"seed": seed, "best_epoch": best_epoch, "best_tune_auc": best[0], "history": history}
+    kept_auc = history[best_epoch - 1]["tune_auc"] if best_epoch else best[0]
+    return model, {"seed": seed, "best_epoch": best_epoch, "best_tune_auc": kept_auc, "history": history}
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -585,7 +633,7 @@ def train_recipe(
         log(f"{spec.task} seed {SEED + s}: epoch {info['best_epoch']}, tune AUC {info['best_tune_auc']:.4f}")
         members.append(model)
         runs.append(info)
-    exported = Exported(members).eval()
+    exported = Exported(members, spec.tta_hflip).eval()
     with torch.no_grad():
         logits, feats = exported(normalise(x_tune, mean, std))
     z = logits.numpy().astype(np.float64)
@@ -684,6 +732,16 @@ def write_fixture(path: Path, images: np.ndarray, labels: np.ndarray, probs: np.
 # ---------------------------------------------------------------- main
 
 
+def hyperparameters(spec: Spec) -> dict[str, Any]:
+    """The recipe as recorded in the JSON; later fields only where they differ from their default."""
+    defaults = {f.name: f.default for f in fields(Spec) if f.default is not MISSING}
+    return {
+        k: v
+        for k, v in asdict(spec).items()
+        if k not in ("title", "classes", "version") and not (k in defaults and v == defaults[k])
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", required=True, choices=sorted(SPECS))
@@ -754,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         "format": FORMAT,
         "task": spec.task,
         "model_name": f"tianfu-imaging-{spec.task}",
-        "version": VERSION,
+        "version": spec.version,
         "created": created_date(),
         "title": spec.title,
         "kind": spec.kind,
@@ -769,8 +827,10 @@ def main(argv: list[str] | None = None) -> int:
             "opset": 17,
             "inputs": {"image": f"float32 (N, {spec.channels}, {spec.size}, {spec.size}), normalised"},
             "outputs": {
-                "logits": f"float32 (N, {len(spec.classes)}), averaged over {spec.seeds} member(s)",
-                "features": "float32 (N, F, h, w): last conv feature maps, members concatenated",
+                "logits": f"float32 (N, {len(spec.classes)}), averaged over {spec.seeds} member(s)"
+                + (" and 2 views (image, mirror image)" if spec.tta_hflip else ""),
+                "features": "float32 (N, F, h, w): last conv feature maps, members concatenated"
+                + (" (each member: image, then mirror image's maps mirrored back)" if spec.tta_hflip else ""),
             },
             "max_abs_diff_vs_torch": diff,
         },
@@ -807,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
             "split": split_text,
             "architecture": f"SmallResNet {list(spec.widths)}, stem stride {spec.stem_stride}, GAP + linear",
             "parameters": sum(p.numel() for p in trained.exported.parameters()),
-            "hyperparameters": {k: v for k, v in asdict(spec).items() if k not in ("title", "classes")},
+            "hyperparameters": hyperparameters(spec),
             "seeds": [r["seed"] for r in trained.runs],
             "best_epochs": [r["best_epoch"] for r in trained.runs],
             "member_seconds": [r["seconds"] for r in trained.runs],

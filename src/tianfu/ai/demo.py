@@ -1,4 +1,4 @@
-"""The demo hospital's AI governance: a radiologist reads 40 chest images through the inference API.
+"""The demo hospital's AI governance: a radiologist reads 200 chest images through the inference API.
 
 Her verdict on each answer is simulated from the dataset's label (agree when the AI's answer matches it,
 otherwise a correction to it), and recorded through the kernel, so the field-performance dashboard
@@ -22,7 +22,7 @@ from tianfu.core.kernel import Kernel
 from tianfu.core.model_outputs import service as outputs
 from tianfu.core.model_outputs.models import ModelOutput
 
-IMAGES = Path(__file__).parent / "demo_data" / "pneumonia_val40.npz"
+IMAGES = Path(__file__).parent / "demo_data" / "pneumonia_val200.npz"
 TASK = "imaging-pneumonia"
 CLASSES = ("normal", "pneumonia")  # the PneumoniaMNIST labels, in order
 

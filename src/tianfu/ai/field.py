@@ -26,7 +26,9 @@ Bucket = Literal["day", "week"]
 DriftLevel = Literal["stable", "moderate", "major"]
 
 PSI_EPSILON = 1e-4  # stands in for an empty share, so that the logarithm stays finite
-MIN_VALUES_FOR_PSI = 30  # below this the index is mostly sampling noise
+# Below this the index is mostly sampling noise: with k bins and n values an unchanged distribution
+# still scores about (k - 1) / n, e.g. 0.2 for 10 bins and 40 values, 0.05 at 200.
+MIN_VALUES_FOR_PSI = 200
 MODERATE_DRIFT_PSI = 0.1
 MAJOR_DRIFT_PSI = 0.25
 DRIFT_ROW_CAP = 20_000  # drift reads JSON per row; the most recent rows are plenty and keep a page fast
@@ -363,7 +365,10 @@ def _as_date(value: date | str) -> date:
 
 
 def _drift(
-    session: Session, in_window: ColumnElement[bool], reference: Sequence[FeatureReference]
+    session: Session,
+    in_window: ColumnElement[bool],
+    reference: Sequence[FeatureReference],
+    min_values: int = MIN_VALUES_FOR_PSI,
 ) -> tuple[tuple[FeatureDrift, ...], int, bool]:
     """Drift per reference feature, the number of outputs read, and whether the cap cut the window."""
     if not reference:
@@ -380,7 +385,7 @@ def _drift(
     drift = []
     for ref in reference:
         recent = recent_distribution(ref, [f.get(ref.name) for f in features if f])
-        psi = psi_of(ref, recent) if recent.n >= MIN_VALUES_FOR_PSI else None
+        psi = psi_of(ref, recent) if recent.n >= min_values else None
         drift.append(FeatureDrift(ref, recent, psi))
     return tuple(drift), len(features), capped
 
@@ -393,6 +398,7 @@ def field_summary(
     until: datetime,
     reference: Sequence[FeatureReference],
     bucket: Bucket = "day",
+    min_drift_values: int = MIN_VALUES_FOR_PSI,
 ) -> FieldSummary:
     """Volume, agreement, disagreement cases and input drift of one model's outputs created in
     [since, until). A verdict counts whenever it was given (its latest one per output); the cases for
@@ -484,7 +490,7 @@ def field_summary(
         )
     )
 
-    drift, drift_rows, drift_capped = _drift(session, in_window, reference)
+    drift, drift_rows, drift_capped = _drift(session, in_window, reference, min_drift_values)
     return FieldSummary(
         model_name=model_name,
         since=since,

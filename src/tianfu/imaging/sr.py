@@ -12,14 +12,19 @@ The report is complete but unverified: an AI suggestion is never the signed opin
 review, when there is one, is recorded as a text item of its group. The observer is a device (the Tianfu
 imaging AI), and the series description says "AI — not for diagnosis".
 
-The stored SR raises ``tianfu.imaging.instance_stored`` like any instance; the analyser leaves it alone
-because no model reads modality SR (:func:`tianfu.imaging.findings.tasks_for`), so nothing loops.
+Beside each SR, every finding with a heatmap is also written as a Secondary Capture
+(:mod:`tianfu.imaging.sc`): the image with the heatmap and an "AI — not for diagnosis" caption burned in,
+for viewers that cannot show SR. Both are stored and indexed alike.
+
+The stored SR and SC raise ``tianfu.imaging.instance_stored`` like any instance; the analyser leaves them
+alone because no model reads modality SR or OT (:func:`tianfu.imaging.findings.tasks_for`), so nothing loops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol
 
 import highdicom as hd
 import pydicom
@@ -30,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tianfu import __version__
+from tianfu.imaging import sc
 from tianfu.imaging.dicom.store import ParsedInstance, dicom_store, encode_dataset, store_instance
 from tianfu.imaging.findings import SYSTEM, ImagingFinding
 from tianfu.imaging.tables import ImagingInstance, ImagingStudy
@@ -162,23 +168,35 @@ def structured_report(
 
 
 def write_result(session: Session, kernel: Kernel, study_id: str) -> list[str]:
-    """Store an SR for each of the study's images that has findings; the SOP Instance UIDs, in the caller's
-    transaction (the caller commits). Running it again stores nothing new unless a finding changed."""
+    """Store an SR for each of the study's images that has findings, and a heatmap SC for each finding with
+    a heatmap; the SOP Instance UIDs, in the caller's transaction (the caller commits). Running it again
+    stores nothing new unless a finding changed."""
     organization_id, wanted = _wanted(session, kernel, study_id)
     return _store(session, kernel, organization_id, wanted)
 
 
 def store_result(kernel: Kernel, study_id: str) -> list[str]:
-    """:func:`write_result` in two short transactions of its own, the reports built and encoded between
-    them: on SQLite a transaction holds the one write lock, and a report takes tens of milliseconds to
-    build that no other writer (nor, with BEGIN IMMEDIATE, reader) should wait for."""
+    """:func:`write_result` in two short transactions of its own, the reports and captures built and
+    encoded between them: on SQLite a transaction holds the one write lock, and a report takes tens of
+    milliseconds to build (a capture, which decodes the image, a few hundred) that no other writer (nor,
+    with BEGIN IMMEDIATE, reader) should wait for."""
     with kernel.sessions() as session, session.begin():
         organization_id, wanted = _wanted(session, kernel, study_id)
-    for report in wanted:
-        if not report.stored:
-            report.build()
+    for pending in wanted:
+        if not pending.stored:
+            pending.build()
     with kernel.sessions() as session, session.begin():
         return _store(session, kernel, organization_id, wanted)
+
+
+class _Pending(Protocol):
+    """An instance to write back (an SR or an SC): its UID, whether it is stored, and how to encode it
+    (None: it cannot be made, and is left out)."""
+
+    uid: str
+    stored: bool
+
+    def build(self) -> ParsedInstance | None: ...
 
 
 class _Report:
@@ -188,14 +206,15 @@ class _Report:
         self.uid, self.source, self.findings, self.stored = uid, source, findings, stored
         self.encoded: ParsedInstance | None = None
 
-    def build(self) -> ParsedInstance:
+    def build(self) -> ParsedInstance | None:
         if self.encoded is None:
             self.encoded = encode_dataset(structured_report(self.source, self.findings))
         return self.encoded
 
 
-def _wanted(session: Session, kernel: Kernel, study_id: str) -> tuple[str, list[_Report]]:
-    """The study's institution, and a report for each of its images that has findings."""
+def _wanted(session: Session, kernel: Kernel, study_id: str) -> tuple[str, list[_Pending]]:
+    """The study's institution, and a report for each of its images that has findings, followed by a
+    capture for each of those findings that has a heatmap."""
     study = session.get(ImagingStudy, study_id)
     if study is None:
         raise ValueError(f"no study {study_id}")
@@ -208,31 +227,48 @@ def _wanted(session: Session, kernel: Kernel, study_id: str) -> tuple[str, list[
     for finding in findings:
         by_instance.setdefault(finding.instance_id, []).append(finding)
     store = dicom_store(kernel)
-    wanted: list[_Report] = []
+    wanted: list[_Pending] = []
+    captures: list[_Pending] = []
     for instance_id, found in by_instance.items():
         instance = session.get(ImagingInstance, instance_id)
         if instance is None:
             continue
-        # Pixels are not needed to reference an image; leaving them out keeps large studies cheap.
-        source = pydicom.dcmread(store.path(instance.storage_path), stop_before_pixels=True)
+        # Pixels are not needed to reference an image; leaving them out keeps large studies cheap. The
+        # captures decode them later, outside the transaction.
+        source_path = store.path(instance.storage_path)
+        source = pydicom.dcmread(source_path, stop_before_pixels=True)
         uid = report_uid_for(str(source.SOPInstanceUID), found)
-        stored = session.scalar(select(ImagingInstance.id).where(ImagingInstance.sop_instance_uid == uid))
-        wanted.append(_Report(uid, source, found, stored is not None))
-    return study.organization_id, wanted
+        wanted.append(_Report(uid, source, found, _is_stored(session, uid)))
+        for finding in found:
+            if not finding.heatmap_path:
+                continue
+            uid = sc.capture_uid_for(str(source.SOPInstanceUID), finding)
+            heatmap = store.root / Path(finding.heatmap_path)
+            number = len(captures) + 1
+            captures.append(sc.Capture(uid, source_path, heatmap, finding, number, _is_stored(session, uid)))
+    return study.organization_id, wanted + captures
 
 
-def _store(session: Session, kernel: Kernel, organization_id: str, wanted: Sequence[_Report]) -> list[str]:
+def _is_stored(session: Session, sop_instance_uid: str) -> bool:
+    return (
+        session.scalar(select(ImagingInstance.id).where(ImagingInstance.sop_instance_uid == sop_instance_uid))
+        is not None
+    )
+
+
+def _store(session: Session, kernel: Kernel, organization_id: str, wanted: Sequence[_Pending]) -> list[str]:
     written: list[str] = []
-    for report in wanted:
-        if report.stored or session.scalar(
-            select(ImagingInstance.id).where(ImagingInstance.sop_instance_uid == report.uid)
-        ):
-            written.append(report.uid)
+    for pending in wanted:
+        if pending.stored or _is_stored(session, pending.uid):
+            written.append(pending.uid)
+            continue
+        encoded = pending.build()
+        if encoded is None:
             continue
         result = store_instance(
             session,
             dicom_store(kernel),
-            report.build(),
+            encoded,
             audit=kernel.audit,
             actor=SYSTEM,
             source=AI_SOURCE,
