@@ -47,7 +47,10 @@ def list_models() -> None:
     kernel = _kernel()
     with kernel.sessions() as session, session.begin():
         rows = registry.versions(session)
-        table = Table("", "model", "version", "task", "source", "trained", "metrics", "sha256")
+        table = Table("")
+        table.add_column("model", no_wrap=True)
+        for column in ("version", "task", "source", "trained", "metrics", "sha256"):
+            table.add_column(column)
         for r in rows:
             metrics = ", ".join(f"{k} {v:.3g}" for k, v in list(r.manifest["metrics"].items())[:4])
             table.add_row(
