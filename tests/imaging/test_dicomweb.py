@@ -7,6 +7,7 @@ these tests run before the imaging module is registered with ``tianfu.app``.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -396,3 +397,198 @@ def test_retrieve_urls_follow_where_the_router_is_mounted(imaging: Kernel, token
         assert response.json()["00081190"]["Value"] == [f"{root}/studies/{study}"]
         [found] = client.get("/pacs/api/v1/imaging/dicomweb/studies", headers=token_for("rad.liu")).json()
         assert found["00081190"]["Value"] == [f"{root}/studies/{study}"]
+
+
+# --- WADO-RS metadata, frames and bulk data ----------------------------------------------------------------
+
+RG1_FRAME_BYTES = 1955 * 1841 * 1 * 16 // 8  # rows × columns × samples × bits allocated / 8
+
+
+@pytest.fixture
+def radiographs(web: TestClient, token_for: Login, demo: Demo) -> dict[str, Any]:
+    """杨志强's (respiratory ward) study: pydicom-data's uncompressed 16-bit CR and the JPEG CR, stored by
+    the radiologist in one study."""
+    rad = token_for("rad.liu")
+    yang = demo.patient("杨志强")
+    study = generate_uid()
+    uncompressed = make_instance("RG1_UNCR.dcm", patient_id=yang.mrn, study_uid=study, SeriesNumber=1)
+    jpeg = make_instance(CXR_JPEG.name, patient_id=yang.mrn, study_uid=study, SeriesNumber=2)
+    for data in (uncompressed, jpeg):
+        assert stow(web, rad, data).status_code == 200
+    return {
+        "study": study,
+        "yang": yang.id,
+        "mrn": yang.mrn,
+        "uncompressed": pydicom.dcmread(io.BytesIO(uncompressed)),
+        "jpeg": pydicom.dcmread(io.BytesIO(jpeg)),
+    }
+
+
+def instance_path(ds: pydicom.Dataset) -> str:
+    return (
+        f"/api/v1/imaging/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def test_metadata_is_the_dicom_json_model_with_bulk_data_uris(
+    web: TestClient, token_for: Login, radiographs: dict[str, Any], db: Session
+) -> None:
+    rad = token_for("rad.liu")
+    study = radiographs["study"]
+    response = web.get(f"/api/v1/imaging/dicomweb/studies/{study}/metadata", headers=rad)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/dicom+json"
+    uncompressed, jpeg = response.json()  # in series order
+    source = radiographs["uncompressed"]
+    url = "http://testserver" + instance_path(source)
+
+    assert uncompressed["00080018"] == {"vr": "UI", "Value": [source.SOPInstanceUID]}
+    assert uncompressed["0020000D"] == {"vr": "UI", "Value": [study]}
+    assert uncompressed["00100020"] == {"vr": "LO", "Value": [radiographs["mrn"]]}
+    assert uncompressed["00080060"] == {"vr": "CS", "Value": ["CR"]}
+    assert uncompressed["00280010"] == {"vr": "US", "Value": [1955]}
+    assert uncompressed["00280011"] == {"vr": "US", "Value": [1841]}
+    assert uncompressed["00280100"] == {"vr": "US", "Value": [16]}
+    assert uncompressed["00280004"] == {"vr": "CS", "Value": ["MONOCHROME1"]}
+    assert uncompressed["00081190"] == {"vr": "UR", "Value": [url]}
+    assert uncompressed["00083002"] == {"vr": "UI", "Value": ["1.2.840.10008.1.2.1"]}
+    assert uncompressed["7FE00010"] == {"vr": "OW", "BulkDataURI": f"{url}/bulkdata/7FE00010"}
+    assert "InlineBinary" not in json.dumps(uncompressed["7FE00010"])
+    assert "00020010" not in uncompressed  # file meta information is not part of the model
+    assert jpeg["7FE00010"]["vr"] == "OB"
+    assert jpeg["00083002"] == {"vr": "UI", "Value": ["1.2.840.10008.1.2.4.50"]}
+
+    # The series and instance resources answer the same model for their instances.
+    path = instance_path(source)
+    series_path = path.rsplit("/instances/", 1)[0]
+    assert web.get(f"{series_path}/metadata", headers=rad).json() == [uncompressed]
+    assert web.get(f"{path}/metadata", headers=rad).json() == [uncompressed]
+
+    # The BulkDataURI is retrievable: the pixel data, one part per frame.
+    bulk = web.get(uncompressed["7FE00010"]["BulkDataURI"].removeprefix("http://testserver"), headers=rad)
+    assert bulk.status_code == 200
+    assert bulk.headers["content-type"].startswith('multipart/related; type="application/octet-stream"')
+    [(_, pixels)] = split_multipart(bulk)
+    assert len(pixels) == RG1_FRAME_BYTES
+
+    actions = db.scalars(
+        select(AuditRecord.action).where(
+            AuditRecord.action.like("imaging.%.metadata"), AuditRecord.action_type == "R"
+        )
+    ).all()
+    assert sorted(actions) == [
+        "imaging.instance.metadata",
+        "imaging.series.metadata",
+        "imaging.study.metadata",
+    ]
+    record = db.scalars(select(AuditRecord).where(AuditRecord.action == "imaging.study.metadata")).one()
+    assert record.patient_ids == [radiographs["yang"]]
+    assert record.actor_username == "rad.liu"
+    db.commit()
+
+
+def test_bulk_data_inside_a_sequence_has_its_own_uri(web: TestClient, token_for: Login) -> None:
+    rad = token_for("rad.liu")
+    icon = pydicom.Dataset()
+    icon.add_new(0x7FE00010, "OB", bytes(range(256)) * 8)  # 2 KiB: over the inline threshold
+    icon.add_new(0x00280010, "US", 64)
+    data = make_instance(patient_id="EXT-3", IconImageSequence=[icon])
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert stow(web, rad, data).status_code == 200
+    [model] = web.get(f"{instance_path(ds)}/metadata", headers=rad).json()
+    item = model["00880200"]["Value"][0]
+    assert item["00280010"] == {"vr": "US", "Value": [64]}
+    uri = item["7FE00010"]["BulkDataURI"]
+    assert uri == f"http://testserver{instance_path(ds)}/bulkdata/00880200/0/7FE00010"
+    [(content_type, value)] = split_multipart(web.get(uri.removeprefix("http://testserver"), headers=rad))
+    assert content_type.startswith("application/octet-stream")
+    assert value == bytes(range(256)) * 8
+    missing = web.get(f"{instance_path(ds)}/bulkdata/00880200/5/7FE00010", headers=rad)
+    assert missing.status_code == 404
+
+
+def test_frames_are_native_pixels_one_part_each(
+    web: TestClient, token_for: Login, radiographs: dict[str, Any], db: Session
+) -> None:
+    rad = token_for("rad.liu")
+    source = radiographs["uncompressed"]
+    response = web.get(f"{instance_path(source)}/frames/1", headers=rad)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith('multipart/related; type="application/octet-stream"')
+    [(content_type, frame)] = split_multipart(response)
+    assert content_type == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    assert len(frame) == RG1_FRAME_BYTES
+    np.testing.assert_array_equal(np.frombuffer(frame, dtype="<u2").reshape(1955, 1841), source.pixel_array)
+    assert len(split_multipart(web.get(f"{instance_path(source)}/frames/1,1", headers=rad))) == 2
+
+    # A compressed radiograph: decoded by default, as stored with transfer-syntax=*.
+    jpeg = radiographs["jpeg"]
+    [(content_type, frame)] = split_multipart(web.get(f"{instance_path(jpeg)}/frames/1", headers=rad))
+    assert content_type.endswith("transfer-syntax=1.2.840.10008.1.2.1")
+    assert len(frame) == 1024 * 1024 * 1 * 8 // 8
+    np.testing.assert_array_equal(np.frombuffer(frame, dtype=np.uint8).reshape(1024, 1024), jpeg.pixel_array)
+    as_stored = web.get(
+        f"{instance_path(jpeg)}/frames/1",
+        headers={**rad, "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+    )
+    [(content_type, frame)] = split_multipart(as_stored)
+    assert content_type == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"
+    assert frame.startswith(b"\xff\xd8")  # the JPEG stream itself
+    image_jpeg = web.get(
+        f"{instance_path(jpeg)}/frames/1", headers={**rad, "Accept": 'multipart/related; type="image/png"'}
+    )
+    assert image_jpeg.status_code == 406
+
+    record = db.scalars(select(AuditRecord).where(AuditRecord.action == "imaging.instance.frames")).first()
+    assert record is not None
+    assert record.action_type == "R"
+    assert record.patient_ids == [radiographs["yang"]]
+    assert record.detail["sop_instance_uid"] == source.SOPInstanceUID
+    db.commit()
+
+
+def test_bad_frame_numbers_are_problems(
+    web: TestClient, token_for: Login, radiographs: dict[str, Any]
+) -> None:
+    rad = token_for("rad.liu")
+    path = instance_path(radiographs["uncompressed"])
+    for frames in ("0", "a", "1,x", "-1", "1,,2", " "):
+        response = web.get(f"{path}/frames/{frames}", headers=rad)
+        assert response.status_code == 400, frames
+        assert response.headers["content-type"] == "application/problem+json"
+    past_the_end = web.get(f"{path}/frames/2", headers=rad)
+    assert past_the_end.status_code == 404
+    assert "has 1" in past_the_end.json()["detail"]
+    assert web.get(f"{path}/frames/1,2", headers=rad).status_code == 404
+
+
+def test_metadata_and_frames_are_refused_outside_the_patients_care(
+    web: TestClient, token_for: Login, radiographs: dict[str, Any], db: Session
+) -> None:
+    nurse = token_for("nurse.wang")  # cardiology; 杨志强 is on the respiratory ward
+    path = instance_path(radiographs["uncompressed"])
+    for url in (
+        f"/api/v1/imaging/dicomweb/studies/{radiographs['study']}/metadata",
+        f"{path.rsplit('/instances/', 1)[0]}/metadata",
+        f"{path}/metadata",
+        f"{path}/frames/1",
+        f"{path}/bulkdata/7FE00010",
+    ):
+        response = web.get(url, headers=nurse)
+        assert response.status_code == 403, url
+        assert response.headers["content-type"] == "application/problem+json"
+    denied = db.scalars(
+        select(AuditRecord).where(AuditRecord.outcome != 0, AuditRecord.actor_username == "nurse.wang")
+    ).all()
+    assert {r.action for r in denied} >= {
+        "imaging.study.metadata",
+        "imaging.series.metadata",
+        "imaging.instance.metadata",
+        "imaging.instance.frames",
+        "imaging.instance.bulkdata",
+    }
+    assert all(radiographs["yang"] in r.patient_ids for r in denied)
+    db.commit()  # the read holds SQLite's lock until it ends
+    # Another institution's physician is refused too.
+    assert web.get(f"{path}/frames/1", headers=token_for("dr.huang")).status_code in {403, 404}

@@ -14,6 +14,15 @@
   application/dicom parts, as stored when the client accepts ``transfer-syntax=*`` (or sends no Accept),
   else Explicit VR Little Endian (the standard's default; compressed images are decompressed).
   ``.../instances/{instance}/rendered``: the first frame as image/png (``window=center,width[,function]``).
+- WADO-RS metadata ``GET /studies/{study}[/series/{series}[/instances/{instance}]]/metadata``: the DICOM
+  JSON model of each instance (application/dicom+json). Pixel data, and other binary values over 1 KiB, are
+  a BulkDataURI ``.../instances/{instance}/bulkdata/{tag}[/{item}/{tag}...]``, which answers the value as
+  one application/octet-stream part (pixel data: one part per frame, as the frames resource does).
+- WADO-RS frames ``.../instances/{instance}/frames/{1,2,...}``: ``multipart/related;
+  type="application/octet-stream"``, one part per frame. By default native little-endian pixels
+  (compressed frames are decoded; YBR colour comes back RGB, as pydicom decodes it); with
+  ``transfer-syntax=*`` each frame as stored, a compressed one still compressed, its part's content type
+  naming its transfer syntax. A frame list that is not numbers from 1 is 400, a frame past the last 404.
 
 Access: reading needs clinical.read, storing clinical.write. A study matched to a patient follows the care
 relationship (:func:`tianfu.core.patients.service.require_access`); an unmatched one is visible to the
@@ -34,10 +43,17 @@ from datetime import date
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels.utils import pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -280,7 +296,7 @@ def _check_json_accept(request: Request) -> None:
     if not accept:
         return
     if not any(t in accept for t in (DICOM_JSON, "application/json", "application/*", "*/*")):
-        raise NotAcceptable("QIDO-RS answers application/dicom+json")
+        raise NotAcceptable("searches and metadata are answered in application/dicom+json")
 
 
 # --- QIDO-RS -----------------------------------------------------------------------------------------------
@@ -728,6 +744,376 @@ def rendered_instance(
         detail={"sop_instance_uid": instance_uid},
     )
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+# --- WADO-RS metadata, frames and bulk data (what OHIF and other web viewers ask for) ----------------------
+
+# Binary values longer than this are referenced by a BulkDataURI instead of inlined (pydicom's default).
+BULK_DATA_THRESHOLD = 1024
+OCTET_STREAM = "application/octet-stream"
+# Pixel data is always a BulkDataURI, however small: viewers fetch its frames, never inline base64.
+PIXEL_DATA_TAGS = ("7FE00008", "7FE00009", "7FE00010")
+PIXEL_DATA = "7FE00010"
+MAX_FRAMES_PER_REQUEST = 10_000
+_BULK_PATH = re.compile(r"^[0-9A-Fa-f]{8}(/[0-9]{1,6}/[0-9A-Fa-f]{8})*$")
+_FRAMES = {
+    "description": "One part per requested frame",
+    "content": {"multipart/related": {"schema": {"type": "string", "format": "binary"}}},
+}
+_JSON_METADATA = {
+    "description": "The instances' attributes (PS3.18 F.2 DICOM JSON), bulk data as BulkDataURI",
+    "content": {DICOM_JSON: {"schema": {"type": "array", "items": {"type": "object"}}}},
+}
+
+
+class InvalidFrameList(DomainError):
+    status = 400
+    slug = "invalid-frame-list"
+    title = "Invalid frame list"
+
+
+def instance_metadata(ds: Dataset, url: str, transfer_syntax: str) -> dict[str, Any]:
+    """The DICOM JSON model of one instance (PS3.18 F.2): binary values over
+    :data:`BULK_DATA_THRESHOLD` bytes, and the pixel data always, as a BulkDataURI under
+    ``<url>/bulkdata/<tag>[/<item>/<tag>...]``."""
+    # pydicom's handler gets only the element, so the path of each (nested) element is found first; the
+    # conversion visits the very same element objects.
+    paths: dict[int, str] = {}
+
+    def index(dataset: Dataset, prefix: str) -> None:
+        for element in dataset:
+            tag = f"{element.tag:08X}"
+            if element.VR == "SQ":
+                for number, item in enumerate(element.value):
+                    index(item, f"{prefix}{tag}/{number}/")
+            else:
+                paths[id(element)] = prefix + tag
+
+    index(ds, "")
+
+    def bulk_data_uri(element: DataElement) -> str:
+        return f"{url}/bulkdata/{paths.get(id(element), f'{element.tag:08X}')}"
+
+    model: dict[str, Any] = ds.to_json_dict(
+        bulk_data_threshold=BULK_DATA_THRESHOLD,
+        bulk_data_element_handler=bulk_data_uri,
+        suppress_invalid_tags=True,  # one unreadable private value must not hide the whole instance
+    )
+    for tag in PIXEL_DATA_TAGS:
+        if tag in model:
+            model[tag] = {"vr": model[tag]["vr"], "BulkDataURI": f"{url}/bulkdata/{tag}"}
+    model["00081190"] = _attr("UR", url)
+    model["00083002"] = _attr("UI", transfer_syntax)
+    return model
+
+
+def _instance_url(base: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"{base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+
+
+def _read(kernel: Kernel, instance: ImagingInstance) -> Dataset:
+    path = dicom_store(kernel).path(instance.storage_path)
+    if not path.is_file():
+        raise NotFound(f"the file of instance {instance.sop_instance_uid} is missing from the DICOM store")
+    return dcmread(path)
+
+
+def _metadata(
+    request: Request,
+    kernel: Kernel,
+    study: ImagingStudy,
+    rows: Sequence[tuple[ImagingSeries, ImagingInstance]],
+) -> list[dict[str, Any]]:
+    base = _base(request)
+    models = []
+    for series, instance in rows:
+        try:
+            ds = _read(kernel, instance)
+        except (NotFound, OSError, InvalidDicomError) as exc:  # one lost file must not hide the others
+            log.error("WADO-RS metadata: %s left out: %s", instance.sop_instance_uid, exc)
+            continue
+        url = _instance_url(
+            base, study.study_instance_uid, series.series_instance_uid, instance.sop_instance_uid
+        )
+        models.append(instance_metadata(ds, url, instance.transfer_syntax_uid))
+    return models
+
+
+@router.get(
+    "/studies/{study_uid}/metadata",
+    responses={200: _JSON_METADATA},
+    summary="WADO-RS: the metadata of every instance of a study",
+)
+def study_metadata(
+    request: Request, kernel: KernelDep, session: DbDep, principal: Reader, study_uid: StudyUid
+) -> Response:
+    _check_json_accept(request)
+    study, purpose = open_study(session, kernel, principal, study_uid, action="imaging.study.metadata")
+    rows = session.execute(
+        select(ImagingSeries, ImagingInstance)
+        .join(ImagingInstance, ImagingInstance.series_id == ImagingSeries.id)
+        .where(ImagingSeries.study_id == study.id)
+        .order_by(ImagingSeries.series_number, ImagingInstance.instance_number, ImagingInstance.id)
+    ).all()
+    models = _metadata(request, kernel, study, [(s, i) for s, i in rows])
+    _audit_read(
+        session,
+        kernel,
+        principal,
+        action="imaging.study.metadata",
+        studies=[study],
+        purpose=purpose,
+        resource_id=study_uid,
+        detail={"instances": len(models)},
+    )
+    return _dicom_json(models)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/metadata",
+    responses={200: _JSON_METADATA},
+    summary="WADO-RS: the metadata of every instance of a series",
+)
+def series_metadata(
+    request: Request,
+    kernel: KernelDep,
+    session: DbDep,
+    principal: Reader,
+    study_uid: StudyUid,
+    series_uid: SeriesUid,
+) -> Response:
+    _check_json_accept(request)
+    study, purpose = open_study(session, kernel, principal, study_uid, action="imaging.series.metadata")
+    series = _series_of(session, study, series_uid)
+    instances = session.scalars(
+        select(ImagingInstance)
+        .where(ImagingInstance.series_id == series.id)
+        .order_by(ImagingInstance.instance_number, ImagingInstance.id)
+    ).all()
+    models = _metadata(request, kernel, study, [(series, i) for i in instances])
+    _audit_read(
+        session,
+        kernel,
+        principal,
+        action="imaging.series.metadata",
+        studies=[study],
+        purpose=purpose,
+        resource_id=study_uid,
+        detail={"series_instance_uid": series_uid, "instances": len(models)},
+    )
+    return _dicom_json(models)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/metadata",
+    responses={200: _JSON_METADATA},
+    summary="WADO-RS: the metadata of one instance",
+)
+def instance_metadata_route(
+    request: Request,
+    kernel: KernelDep,
+    session: DbDep,
+    principal: Reader,
+    study_uid: StudyUid,
+    series_uid: SeriesUid,
+    instance_uid: InstanceUid,
+) -> Response:
+    _check_json_accept(request)
+    study, purpose = open_study(session, kernel, principal, study_uid, action="imaging.instance.metadata")
+    series = _series_of(session, study, series_uid)
+    instance = _instance_of(session, series, instance_uid)
+    url = _instance_url(_base(request), study_uid, series_uid, instance_uid)
+    model = instance_metadata(_read(kernel, instance), url, instance.transfer_syntax_uid)
+    _audit_read(
+        session,
+        kernel,
+        principal,
+        action="imaging.instance.metadata",
+        studies=[study],
+        purpose=purpose,
+        resource_id=study_uid,
+        detail={"sop_instance_uid": instance_uid},
+    )
+    return _dicom_json([model])
+
+
+def frame_numbers(frame_list: str) -> list[int]:
+    """``1,3,5`` as frame numbers (1-based, PS3.18 8.3.5.1.3). Raises :class:`InvalidFrameList`."""
+    parts = [p.strip() for p in frame_list.split(",")]
+    if not all(p.isdigit() and len(p) <= 9 and int(p) >= 1 for p in parts):
+        raise InvalidFrameList(f"frames are numbered from 1, separated by commas, not {frame_list[:40]!r}")
+    if len(parts) > MAX_FRAMES_PER_REQUEST:
+        raise InvalidFrameList(f"at most {MAX_FRAMES_PER_REQUEST} frames per request")
+    return [int(p) for p in parts]
+
+
+def wanted_frame_syntax(accept: str) -> str | None:
+    """The transfer syntax to send frames in: None for "as stored" (``transfer-syntax=*``), else Explicit
+    VR Little Endian, i.e. native, decoded pixels (PS3.18's default for octet-stream). Raises
+    NotAcceptable."""
+    native = str(ExplicitVRLittleEndian)
+    if not accept.strip():
+        return native
+    for media, params in _media_ranges(accept):
+        if media == "multipart/related":
+            if params.get("type", OCTET_STREAM).lower() not in {OCTET_STREAM, "*/*", "application/*"}:
+                continue
+        elif media not in {"*/*", "multipart/*", OCTET_STREAM}:
+            continue
+        syntax = params.get("transfer-syntax", native)
+        if syntax == "*":
+            return None
+        if syntax in {native, str(ImplicitVRLittleEndian)}:  # the same bytes for pixel data
+            return native
+    raise NotAcceptable(
+        'frames are sent as multipart/related; type="application/octet-stream": decoded (the default) '
+        "or as stored (transfer-syntax=*)"
+    )
+
+
+def frame_bytes(ds: Dataset, number: int, wanted: str | None) -> tuple[bytes, str]:
+    """One frame (1-based) and the transfer syntax it is in: native little-endian pixels, or with
+    ``wanted`` None the frame as stored (a compressed frame stays compressed)."""
+    if not any(keyword in ds for keyword in pixels.PIXEL_KEYWORDS):
+        raise NotFound("the instance has no pixel data")
+    frames = pixels.number_of_frames(ds)
+    if number > frames:
+        raise NotFound(f"frame {number} does not exist: the instance has {frames}")
+    native = str(ExplicitVRLittleEndian)
+    syntax = ds.file_meta.TransferSyntaxUID
+    if "PixelData" not in ds:  # float pixel data: never compressed
+        array = pixel_array(ds, index=number - 1, raw=True)
+        return _little_endian(array), native
+    if syntax.is_encapsulated:
+        if wanted is None:
+            return get_frame(ds.PixelData, number - 1, number_of_frames=frames), str(syntax)
+        try:  # decoded, as pydicom decodes (YBR colour comes back as RGB)
+            array = pixel_array(ds, index=number - 1)
+        except Exception as exc:  # pydicom raises many types for unsupported or damaged data
+            raise NotAcceptable(f"this frame cannot be decoded ({exc}); ask for transfer-syntax=*") from exc
+        return _little_endian(array), native
+    bits = int(ds.BitsAllocated)
+    if bits % 8 == 0 and syntax.is_little_endian:  # the stored bytes are the frame: no decoding
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * bits // 8
+        data = bytes(ds.PixelData[(number - 1) * size : number * size])
+        if len(data) != size:
+            raise Invalid(f"the stored pixel data is too short for frame {number}")
+        return data, native
+    # Big-endian or 1-bit pixels: decoded and written out again, little-endian (bits packed).
+    array = pixel_array(ds, index=number - 1, raw=True)
+    if bits == 1:
+        return np.packbits(array.ravel(), bitorder="little").tobytes(), native
+    return _little_endian(array), native
+
+
+def _little_endian(array: npt.NDArray[Any]) -> bytes:
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _octet_parts(parts: Sequence[tuple[bytes, str]]) -> Response:
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: {OCTET_STREAM}; transfer-syntax={syntax}\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for data, syntax in parts
+    )
+    return Response(
+        body + f"--{boundary}--\r\n".encode(),
+        media_type=f'multipart/related; type="{OCTET_STREAM}"; boundary={boundary}',
+        headers={"Cache-Control": "private, no-store"},
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frame_list}",
+    responses={200: _FRAMES, 400: _problem("Invalid frame list")},
+    summary="WADO-RS: frames of an instance (pixel data, one part per frame)",
+)
+def retrieve_frames(
+    request: Request,
+    kernel: KernelDep,
+    session: DbDep,
+    principal: Reader,
+    study_uid: StudyUid,
+    series_uid: SeriesUid,
+    instance_uid: InstanceUid,
+    frame_list: Annotated[str, Path(max_length=100_000)],
+) -> Response:
+    numbers = frame_numbers(frame_list)
+    wanted = wanted_frame_syntax(request.headers.get("accept", ""))
+    study, purpose = open_study(session, kernel, principal, study_uid, action="imaging.instance.frames")
+    instance = _instance_of(session, _series_of(session, study, series_uid), instance_uid)
+    ds = _read(kernel, instance)
+    response = _octet_parts([frame_bytes(ds, n, wanted) for n in numbers])
+    _audit_read(
+        session,
+        kernel,
+        principal,
+        action="imaging.instance.frames",
+        studies=[study],
+        purpose=purpose,
+        resource_id=study_uid,
+        detail={"sop_instance_uid": instance_uid, "frames": numbers[:20]},
+    )
+    return response
+
+
+def _bulk_element(ds: Dataset, path: str) -> DataElement:
+    """The element at ``tag[/item/tag...]`` (as :func:`instance_metadata` wrote it)."""
+    if not _BULK_PATH.match(path):
+        raise NotFound(f"no bulk data at {path[:80]}")
+    steps = path.split("/")
+    dataset = ds
+    for position in range(0, len(steps) - 1, 2):
+        tag, item = int(steps[position], 16), int(steps[position + 1])
+        element = dataset.get(tag)
+        if element is None or element.VR != "SQ" or item >= len(element.value):
+            raise NotFound(f"no bulk data at {path}")
+        dataset = element.value[item]
+    element = dataset.get(int(steps[-1], 16))
+    if element is None or not isinstance(element.value, bytes) or element.VR == "SQ":
+        raise NotFound(f"no bulk data at {path}")
+    return element
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/bulkdata/{bulk_path:path}",
+    responses={200: _FRAMES},
+    summary="WADO-RS: a bulk data value named by a BulkDataURI (pixel data: all frames)",
+)
+def retrieve_bulk_data(
+    request: Request,
+    kernel: KernelDep,
+    session: DbDep,
+    principal: Reader,
+    study_uid: StudyUid,
+    series_uid: SeriesUid,
+    instance_uid: InstanceUid,
+    bulk_path: Annotated[str, Path(max_length=300)],
+) -> Response:
+    wanted = wanted_frame_syntax(request.headers.get("accept", ""))
+    study, purpose = open_study(session, kernel, principal, study_uid, action="imaging.instance.bulkdata")
+    instance = _instance_of(session, _series_of(session, study, series_uid), instance_uid)
+    ds = _read(kernel, instance)
+    if bulk_path.upper() in PIXEL_DATA_TAGS and any(k in ds for k in pixels.PIXEL_KEYWORDS):
+        # The pixel data as its frames: a compressed stream is only useful frame by frame.
+        frames = range(1, pixels.number_of_frames(ds) + 1)
+        response = _octet_parts([frame_bytes(ds, n, wanted) for n in frames])
+    else:
+        element = _bulk_element(ds, bulk_path)
+        response = _octet_parts([(bytes(element.value), str(ExplicitVRLittleEndian))])
+    _audit_read(
+        session,
+        kernel,
+        principal,
+        action="imaging.instance.bulkdata",
+        studies=[study],
+        purpose=purpose,
+        resource_id=study_uid,
+        detail={"sop_instance_uid": instance_uid, "bulk_data": bulk_path[:80]},
+    )
+    return response
 
 
 # --- STOW-RS -----------------------------------------------------------------------------------------------

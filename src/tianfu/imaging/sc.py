@@ -4,7 +4,7 @@ One SC per finding that has a heatmap: the source image as displayed (its window
 in RGB, with the model's class-activation heatmap blended over it as a colour map (more opaque where the
 model looked hardest) and one line of text burned in at the top::
 
-    AI — not for diagnosis / 非诊断用途 · pneumonia p=0.87 · model 1.3.0
+    AI — not for diagnosis / 非诊断用途 | pneumonia p=0.87 | model 1.3.0
 
 Same patient and study as the source, in a series of its own ("AI heatmap"), Modality OT, so no model reads
 it again (:func:`tianfu.imaging.findings.tasks_for`). The text is in the pixels, so Burned In Annotation
@@ -89,7 +89,7 @@ def capture_uid_for(source_sop_uid: str, finding: ImagingFinding) -> str:
                 finding.task,
                 finding.model_version,
                 repr(float(finding.probability)),
-                finding.heatmap_path,
+                finding.heatmap_path or "",
             ]
         )
     )
@@ -98,36 +98,44 @@ def capture_uid_for(source_sop_uid: str, finding: ImagingFinding) -> str:
 def caption(finding: ImagingFinding, *, chinese: bool = True) -> str:
     warning = f"{NOT_FOR_DIAGNOSIS} / {NOT_FOR_DIAGNOSIS_ZH}" if chinese else NOT_FOR_DIAGNOSIS
     version = finding.model_version or "unknown"
-    return f"{warning} · {finding.task} p={float(finding.probability):.2f} · model {version}"
+    return f"{warning} | {finding.task} p={float(finding.probability):.2f} | model {version}"
 
 
 # --- pixels ------------------------------------------------------------------------------------------------
 
 
 def colour_map(heat: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """The "jet" colour map (blue, cyan, yellow, red) of values 0..1: shape (rows, columns, 3)."""
+    """The "jet" colour map (blue, cyan, yellow, red) of values 0..1: shape (..., 3)."""
     h = np.clip(heat, 0.0, 1.0)[..., None] * np.float32(4.0)
     centres = np.array([3.0, 2.0, 1.0], dtype=np.float32)  # red, green, blue peak at 3/4, 1/2, 1/4
     result: npt.NDArray[np.float32] = np.clip(np.float32(1.5) - np.abs(h - centres), 0.0, 1.0)
     return result
 
 
-def blend(display: npt.NDArray[np.float32], heat: npt.NDArray[np.float32]) -> RGBImage:
-    """The displayed image (0..1, grayscale or RGB) with the heatmap (0..1, same size) over it, in RGB."""
-    base = display if display.ndim == 3 else np.repeat(display[..., None], 3, axis=2)
-    alpha = (np.clip(heat, 0.0, 1.0) * np.float32(OVERLAY_OPACITY))[..., None]
-    mixed = base * (np.float32(1.0) - alpha) + colour_map(heat) * alpha
-    return pixels.to_uint8(mixed)
+def blend(display: npt.NDArray[np.float32], heat: npt.NDArray[np.uint8]) -> RGBImage:
+    """The displayed image (0..1, grayscale or RGB) with the heatmap (0..255, same size) over it, in RGB."""
+    # Per heatmap level: the overlay's weight, and its colour already multiplied by it. Looking these up
+    # for 256 levels costs a third of computing them per pixel (a radiograph has millions).
+    levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    weight = levels * np.float32(OVERLAY_OPACITY)
+    tint = colour_map(levels) * weight[:, None]
+    base = np.nan_to_num(display, nan=0.0)  # NaN comes from a broken LUT: black, as pixels.to_uint8 does
+    if base.ndim == 2:
+        base = base[..., None]
+    mixed = tint[heat]
+    mixed += base * (np.float32(1.0) - weight[heat])[..., None]
+    mixed *= np.float32(255.0)
+    np.clip(mixed, 0.0, 255.0, out=mixed)
+    return np.rint(mixed, out=mixed).astype(np.uint8)
 
 
-def load_heatmap(path: Path, rows: int, columns: int) -> npt.NDArray[np.float32]:
-    """The heatmap PNG as values 0..1, resized to the image if the model wrote it at another size."""
+def load_heatmap(path: Path, rows: int, columns: int) -> npt.NDArray[np.uint8]:
+    """The heatmap PNG (0..255), resized to the image if the model wrote it at another size."""
     with Image.open(path) as png:
         gray = png.convert("L")
         if gray.size != (columns, rows):
             gray = gray.resize((columns, rows), Image.Resampling.BILINEAR)
-        heat: npt.NDArray[np.float32] = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
-    return heat
+        return np.asarray(gray, dtype=np.uint8)
 
 
 @functools.cache

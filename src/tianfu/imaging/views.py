@@ -228,12 +228,22 @@ def viewer_page(
 ) -> HTMLResponse:
     study = read_study(session, kernel.audit, principal, study_id)
     out = _study_out(session, study)
-    instances = session.execute(
+    rows = session.execute(
         select(ImagingInstance, ImagingSeries)
         .join(ImagingSeries, ImagingSeries.id == ImagingInstance.series_id)
         .where(ImagingSeries.study_id == study.id)
-        .order_by(ImagingSeries.series_number, ImagingInstance.instance_number)
     ).all()
+    read = {f.instance_uid for f in out.findings}
+    # The image the AI read comes first, never the SR or heatmap capture Tianfu wrote back into the study.
+    instances = sorted(
+        rows,
+        key=lambda r: (
+            r[0].sop_instance_uid not in read,
+            r[1].modality in ("SR", "OT"),
+            r[1].series_number or 0,
+            r[0].instance_number or 0,
+        ),
+    )
     patient = session.get(Patient, study.patient_id) if study.patient_id else None
     session.commit()
     return render(
