@@ -162,3 +162,30 @@ def test_field_performance_counts_outputs_and_feedback(client: TestClient, token
     assert {d["name"] for d in field["summary"]["drift"]}  # the model declares inputs to watch
     assert field["thresholds"]["agreement_alert_below"] == 0.8
     del output_id
+
+
+def test_a_model_shipped_switched_off_answers_only_after_an_admin_activates_it(
+    client: TestClient,
+    token_for,  # type: ignore[no-untyped-def]
+) -> None:
+    name = "tianfu-imaging-cxr-abnormal"
+    model = client.get(f"/api/v1/ai/models/{name}", headers=token_for("admin")).json()
+    assert model["active_version"] is None  # too weak to run before local validation
+    body = {"image": _png(FIXTURES / "cxr-abnormal_val20.npz")}
+    assert (
+        client.post(
+            "/api/v1/ai/infer/imaging-cxr-abnormal", json=body, headers=token_for("dr.zhang")
+        ).status_code
+        == 422
+    )
+    client.post(
+        f"/api/v1/ai/models/{name}/versions/1.0.0/activate",
+        json={"reason": "validated on our own films"},
+        headers=token_for("admin"),
+    ).raise_for_status()
+    assert (
+        client.post(
+            "/api/v1/ai/infer/imaging-cxr-abnormal", json=body, headers=token_for("dr.zhang")
+        ).status_code
+        == 200
+    )

@@ -126,6 +126,7 @@ _NOTES: dict[str, _TaskNotes] = {
         ),
     ),
 }
+SHIPPED_SWITCHED_OFF = frozenset({"cxr-abnormal"})
 _UNKNOWN_TASK_NOTES = _TaskNotes(
     source="see the model card",
     licence="see the model card; not for clinical use",
@@ -168,6 +169,8 @@ def read_model_manifest(json_path: Path) -> ModelManifest:
         limits=tuple(meta.get("limits") or notes.limits),
         reference=_references(meta.get("reference", ())),
         card=_card(meta),
+        # Too weak to reorder anyone's worklist or answer the API until a hospital validates it.
+        active_on_install=task not in SHIPPED_SWITCHED_OFF,
     )
 
 

@@ -61,6 +61,8 @@ class ModelManifest:
     limits: tuple[str, ...] = ()
     reference: tuple[FeatureReference, ...] = ()  # training distribution of the recorded input_features
     card: Mapping[str, Any] = field(default_factory=dict)  # the whole metadata file, rendered as the card
+    # False for a model too weak to run until a hospital has validated it locally and switched it on.
+    active_on_install: bool = True
 
     @property
     def directory(self) -> Path:
@@ -162,6 +164,7 @@ def manifest_to_json(manifest: ModelManifest) -> dict[str, Any]:
             for r in manifest.reference
         ],
         "card": dict(manifest.card),
+        "active_on_install": manifest.active_on_install,
     }
 
 
@@ -189,4 +192,5 @@ def manifest_from_json(data: Mapping[str, Any], directory: Path) -> ModelManifes
             for r in data.get("reference", ())
         ),
         card=data.get("card", {}),
+        active_on_install=bool(data.get("active_on_install", True)),
     )

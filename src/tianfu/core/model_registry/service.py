@@ -61,7 +61,8 @@ def files_sha256(paths: Sequence[Path]) -> str:
 
 
 def sync_shipped(session: Session) -> list[ModelVersion]:
-    """Register shipped versions not yet in the table; a model seen for the first time becomes active."""
+    """Register shipped versions not yet in the table; a model seen for the first time becomes active,
+    unless its module ships it switched off."""
     known = {(r.name, r.version): r for r in session.scalars(select(ModelVersion))}
     names_known = {name for name, _ in known}
     added = []
@@ -80,7 +81,7 @@ def sync_shipped(session: Session) -> list[ModelVersion]:
             sha256=files_sha256(manifest.files),
             source="shipped",
             manifest=manifest_to_json(manifest),
-            active=manifest.name not in names_known,
+            active=manifest.name not in names_known and manifest.active_on_install,
         )
         names_known.add(manifest.name)
         session.add(row)
