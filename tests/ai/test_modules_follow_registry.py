@@ -81,7 +81,7 @@ def test_triage_interviews_use_the_active_version_and_stop_when_off(
     import_copy(kernel, tmp_path, "triage", "triage-dxy", "2")
     with kernel.sessions() as session, session.begin():
         row = triage.start(session, kernel.audit, nurse, text="咳嗽三天", visitor_label="A", model="dxy")
-        assert row.state["model_dir"].endswith("triage-dxy/2")
+        assert row.state["model_path"].endswith("triage-dxy/2/dxy")
     switch_off(kernel, "triage-dxy")
     with kernel.sessions() as session, session.begin(), pytest.raises(Invalid, match="switched off"):
         triage.start(session, kernel.audit, nurse, text="咳嗽三天", visitor_label="B", model="dxy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -133,3 +134,15 @@ def test_an_upgrade_that_replaces_the_active_shipped_version_activates_its_succe
     assert active is not None
     assert active.version == "1.1.0"
     assert [r.version for r in registry.versions(db, "toy-model") if r.active] == ["1.1.0"]
+
+
+@pytest.mark.parametrize(
+    ("name", "version"), [("../../escape", "1.0"), ("toy-model", "/etc/x"), ("模型", "1")]
+)
+def test_an_import_whose_name_or_version_is_not_a_plain_label_is_refused(
+    kernel: Kernel, db: Session, shipped: ModelManifest, tmp_path: Path, name: str, version: str
+) -> None:
+    bad = dataclasses.replace(_manifest(tmp_path / "bad", "1.0"), name=name, version=version)
+    with pytest.raises(Invalid, match="letters, digits"):
+        registry.register(db, kernel.audit, actor=ADMIN, manifest=bad, var_dir=tmp_path / "var")
+    assert not (tmp_path / "var").exists()

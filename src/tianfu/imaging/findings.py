@@ -28,6 +28,7 @@ from tianfu.core.errors import Conflict, Invalid, NotFound
 from tianfu.core.model_outputs import service as outputs
 from tianfu.core.model_outputs.models import ModelOutput
 from tianfu.core.model_registry import service as registry
+from tianfu.core.model_registry.manifest import ActiveModel
 
 if TYPE_CHECKING:
     from tianfu.imaging import inference
@@ -108,7 +109,7 @@ class Plan:
     sop_instance_uid: str
     storage_path: str  # relative to the store root
     tasks: tuple[str, ...]
-    model_dirs: tuple[str, ...]  # per task: the directory of the version the AI platform has active
+    models: tuple[ActiveModel, ...]  # per task: the version the AI platform has active
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def plan_analysis(session: Session, instance_id: str) -> Plan | None:
         instance.sop_instance_uid,
         instance.storage_path,
         tuple(running),
-        tuple(str(active[task].directory) for task in running),  # type: ignore[union-attr]
+        tuple(active[task] for task in running),  # type: ignore[misc]
     )
 
 
@@ -165,7 +166,6 @@ def read_image(store_root: Path, plan: Plan) -> list[Reading]:
     import numpy as np
     import pydicom
 
-    from tianfu.imaging import inference
     from tianfu.imaging.dicom.pixels import PixelDataError, display_array, to_png
 
     dataset = pydicom.dcmread(store_root / plan.storage_path)
@@ -174,11 +174,11 @@ def read_image(store_root: Path, plan: Plan) -> list[Reading]:
     except PixelDataError as exc:
         raise AnalysisFailed(f"no readable pixels: {exc}") from exc
     del dataset  # the decoded pixels are all that is needed from here
-    from tianfu.imaging.ai import input_summary
+    from tianfu.imaging.ai import input_summary, load_model
 
     readings: list[Reading] = []
-    for task, model_dir in zip(plan.tasks, plan.model_dirs, strict=True):
-        model = inference.ImagingModel.load(task, Path(model_dir))
+    for task, active in zip(plan.tasks, plan.models, strict=True):
+        model = load_model(active)  # by the file names the registry holds, whatever the version
         result = model.predict(image)
         heatmap_rel = Path(plan.storage_path).with_suffix(f".{task}.heatmap.png")
         png = to_png((np.clip(result.heatmap, 0, 1) * 255).astype(np.uint8), level=HEATMAP_PNG_LEVEL)

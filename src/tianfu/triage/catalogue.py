@@ -21,10 +21,11 @@ def model_names() -> list[str]:
 
 
 @cache
-def load_model(name: str, directory: str = "") -> InquiryModel:
-    """A shipped model, or with ``directory`` a version the AI platform imported and activated."""
-    if directory:
-        return InquiryModel.load(Path(directory) / name)
+def load_model(name: str, path: str = "") -> InquiryModel:
+    """A shipped model, or with ``path`` (its files without the suffix) a version the AI platform
+    imported and activated."""
+    if path:
+        return InquiryModel.load(Path(path))
     if name not in model_names():
         raise KeyError(f"no inquiry model {name!r}; shipped: {', '.join(model_names())}")
     return InquiryModel.load(MODELS_DIR / name)

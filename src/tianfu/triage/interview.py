@@ -49,7 +49,7 @@ class Interview:
     sex: str | None = None
     pain_score: int | None = None
     vitals: dict[str, Any] = field(default_factory=dict)
-    model_dir: str = ""  # an imported model version's directory; empty for the shipped one
+    model_path: str = ""  # an imported model version's files without the suffix; empty for the shipped one
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +60,8 @@ class Interview:
 
 
 @cache
-def recogniser(model_name: str, model_dir: str = "") -> SymptomRecogniser:
-    return SymptomRecogniser.for_vocabulary(load_model(model_name, model_dir).symptoms)
+def recogniser(model_name: str, model_path: str = "") -> SymptomRecogniser:
+    return SymptomRecogniser.for_vocabulary(load_model(model_name, model_path).symptoms)
 
 
 def start(
@@ -74,12 +74,12 @@ def start(
     sex: str | None = None,
     pain_score: int | None = None,
     vitals: Mapping[str, Any] | None = None,
-    model_dir: str = "",
+    model_path: str = "",
 ) -> Interview:
-    load_model(model_name, model_dir)  # refuses an unknown model before anything is stored
+    load_model(model_name, model_path)  # refuses an unknown model before anything is stored
     interview = Interview(
         model=model_name,
-        model_dir=model_dir,
+        model_path=model_path,
         channel=channel,
         language=language,
         age_years=age_years,
@@ -93,7 +93,7 @@ def start(
 def add_text(interview: Interview, text: str) -> Interview:
     """Free text at any point: what it states joins the first report; a pending question stays open
     unless the text answered it."""
-    mentions = recogniser(interview.model, interview.model_dir).recognise(text)
+    mentions = recogniser(interview.model, interview.model_path).recognise(text)
     explicit = dict(interview.explicit)
     answers = dict(interview.answers)
     for mention in mentions:
@@ -111,7 +111,7 @@ def add_text(interview: Interview, text: str) -> Interview:
 
 def answer(interview: Interview, symptom: str, value: Answer) -> Interview:
     """The patient's yes / no / not sure to a question (normally the pending one)."""
-    model = load_model(interview.model, interview.model_dir)
+    model = load_model(interview.model, interview.model_path)
     if symptom not in model.symptom_index:
         raise ValueError(f"unknown symptom {symptom!r} for model {interview.model}")
     if symptom in interview.explicit:
@@ -131,7 +131,7 @@ def finish(interview: Interview) -> Interview:
 def advance(interview: Interview) -> Interview:
     if interview.finished or interview.pending is not None:
         return interview
-    model = load_model(interview.model, interview.model_dir)
+    model = load_model(interview.model, interview.model_path)
     # With nothing recognised yet there is nothing to reason from: wait for free text.
     if not interview.explicit and not interview.answers:
         return interview
@@ -195,7 +195,7 @@ def assess_urgency(interview: Interview) -> urgency.UrgencyResult:
 
 
 def result(interview: Interview, *, router: DepartmentRouter | None = None) -> Result:
-    model: InquiryModel = load_model(interview.model, interview.model_dir)
+    model: InquiryModel = load_model(interview.model, interview.model_path)
     known = {**interview.explicit, **interview.answers}
     # With no recognised symptom the model would only repeat its prior: show no differential then.
     ranked = model.ranked(interview.explicit, interview.answers)[:CONDITIONS_SHOWN] if known else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import case, select
@@ -31,7 +32,14 @@ from tianfu.core.security.principal import Principal
 from tianfu.triage import interview as engine
 from tianfu.triage import urgency
 from tianfu.triage.catalogue import MODELS_DIR, registry_name
-from tianfu.triage.departments import departments
+from tianfu.triage.departments import (
+    CLASSIFIER_NAME,
+    DepartmentRouter,
+    departments,
+    load_benchmark_profiles,
+    load_cmekg_knowledge,
+    load_router_params,
+)
 from tianfu.triage.inquiry import Answer
 from tianfu.triage.tables import TriageAssessment, TriageSession
 
@@ -106,10 +114,14 @@ def start(
             sex=sex,
             pain_score=pain_score,
             vitals=vitals,
-            model_dir="" if active.directory == MODELS_DIR else str(active.directory),
+            model_path=""
+            if active.directory == MODELS_DIR
+            else str(active.manifest.files[0].with_suffix("")),
         )
     except KeyError as exc:
         raise Invalid(str(exc.args[0])) from exc
+    except FileNotFoundError as exc:  # an imported version whose files were removed
+        raise Invalid(f"the triage model's files are missing: {exc.filename}") from exc
     row = TriageSession(
         organization_id=principal.organization_id or (patient.managing_organization_id if patient else None),
         patient_id=patient_id,
@@ -235,13 +247,30 @@ def finish(session: Session, audit: AuditLog, principal: Principal, session_id: 
     return row
 
 
+def _department_router(session: Session) -> DepartmentRouter:
+    """Routing with the question classifier the AI platform has active, or without one when it is off."""
+    from tianfu.triage.ai import load_router
+
+    active = registry.active_model(session, CLASSIFIER_NAME)
+    if active is None:
+        return _router_without_classifier()
+    return load_router(active)
+
+
+@cache
+def _router_without_classifier() -> DepartmentRouter:
+    return DepartmentRouter(
+        load_cmekg_knowledge() + load_benchmark_profiles(), load_router_params(), use_classifier=False
+    )
+
+
 def _after_change(
     session: Session, audit: AuditLog, principal: Principal, row: TriageSession, state: engine.Interview
 ) -> None:
     row.state = state.to_json()
     if not state.finished:
         return
-    result = engine.result(state)
+    result = engine.result(state, router=_department_router(session))
     row.result = result.to_json()
     row.status = "waiting"
     row.completed_at = utcnow()

@@ -5,13 +5,14 @@ metadata file in the repo) and are registered on first use, the first version of
 An admin may import another version (``tianfu ai register``); its files are copied under
 ``<var_dir>/models/<name>/<version>/``. Activating a version checks that its files still hash to
 what was registered, deactivates the others of that name and announces the change on the bus as
-``tianfu.ai.model_activated``. Modules ask :func:`active_model` each time they load a model, so a
+``tianfu.ai.model_changed``. Modules ask :func:`active_model` each time they load a model, so a
 switch takes effect on their next prediction.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections.abc import Sequence
 from functools import lru_cache
@@ -36,6 +37,7 @@ from tianfu.core.model_registry.models import ModelVersion
 from tianfu.core.plugins import installed_modules
 
 log = logging.getLogger(__name__)
+SAFE_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # names and versions become directory names
 
 
 @lru_cache
@@ -70,7 +72,8 @@ def sync_shipped(session: Session) -> list[ModelVersion]:
         row = known.get(key)
         if row is not None:
             if row.source == "shipped" and row.sha256 != (digest := files_sha256(manifest.files)):
-                # The repo shipped new files under the same version: record them, as an upgrade would.
+                # An upgrade shipped new files under the same version number: record them, and say so.
+                log.warning("shipped model %s %s has new files (sha256 %s)", row.name, row.version, digest)
                 row.sha256, row.manifest = digest, manifest_to_json(manifest)
             continue
         row = ModelVersion(
@@ -139,6 +142,12 @@ def active_model(session: Session, name: str) -> ActiveModel | None:
     return ActiveModel(manifest=manifest, directory=manifest.directory)
 
 
+def _lock(session: Session, name: str) -> None:
+    """Serialise switches of one model: two at once must not leave two versions active (PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already serialises writers)."""
+    session.execute(select(ModelVersion.id).where(ModelVersion.name == name).with_for_update())
+
+
 def _version(session: Session, name: str, version: str) -> ModelVersion:
     row = next((r for r in versions(session, name) if r.version == version), None)
     if row is None:
@@ -152,6 +161,7 @@ def activate(
     """Make one version the active one (a rollback is activating an earlier version)."""
     if not reason.strip():
         raise Invalid("say why the model version changes")
+    _lock(session, name)
     row = _version(session, name, version)
     manifest = manifest_of(row)
     if files_sha256(manifest.files) != row.sha256:
@@ -169,6 +179,7 @@ def deactivate(session: Session, audit: AuditLog, *, actor: Actor, name: str, re
     """Switch a model off: the module stops running it until a version is activated again."""
     if not reason.strip():
         raise Invalid("say why the model is switched off")
+    _lock(session, name)
     rows = [r for r in versions(session, name) if r.active]
     if not rows:
         raise Conflict(f"model {name} has no active version")
@@ -182,6 +193,9 @@ def register(
     session: Session, audit: AuditLog, *, actor: Actor, manifest: ModelManifest, var_dir: Path
 ) -> ModelVersion:
     """Import a version from a directory: copy its files into the registry's store, inactive."""
+    for label, value in (("name", manifest.name), ("version", manifest.version)):
+        if not SAFE_LABEL.fullmatch(value):
+            raise Invalid(f"model {label} {value!r} must be letters, digits, '.', '_' or '-' (at most 64)")
     if session.scalar(
         select(ModelVersion.id).where(
             ModelVersion.name == manifest.name, ModelVersion.version == manifest.version
