@@ -158,5 +158,8 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(Metrics, registry=registry)
     own_limits = tuple(path for module in installed_modules() for path in module.own_body_limit_paths)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, own_limit_paths=own_limits)
+    larger = tuple(limit for module in installed_modules() for limit in module.larger_body_limits)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, own_limit_paths=own_limits, larger_limits=larger
+    )
     return app

@@ -189,3 +189,54 @@ def test_a_model_shipped_switched_off_answers_only_after_an_admin_activates_it(
         ).status_code
         == 200
     )
+
+
+def test_nonsense_requests_are_problems_and_a_patient_reference_is_kept_only_as_a_hash(
+    client: TestClient,
+    token_for,  # type: ignore[no-untyped-def]
+    db: Session,
+) -> None:
+    doctor = token_for("dr.zhang")
+    blank = client.post("/api/v1/ai/infer/triage-departments", json={"complaint": "   "}, headers=doctor)
+    assert blank.status_code == 422
+    no_vitals = client.post("/api/v1/ai/infer/monitoring-sepsis", json={"rows": [{}]}, headers=doctor)
+    assert no_vitals.status_code == 422
+    answered = client.post(
+        "/api/v1/ai/infer/triage-departments",
+        json={"complaint": "发烧咳嗽三天", "patient_ref": "EMR-4711"},
+        headers=doctor,
+    )
+    assert answered.status_code == 200, answered.text
+    recorded = db.get(ModelOutput, answered.json()["output_id"])
+    assert recorded is not None
+    assert "EMR-4711" not in recorded.input_ref
+    assert "/ref-sha256:" in recorded.input_ref
+
+
+def test_runs_left_by_a_stopped_server_are_failed_at_the_next_start(
+    kernel, db: Session, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from tianfu.ai import service
+    from tianfu.ai.tables import ValidationRun
+    from tianfu.core.db import utcnow
+
+    old = utcnow() - timedelta(hours=1)
+    for status, heartbeat in (("running", old), ("queued", old), ("running", utcnow()), ("done", old)):
+        db.add(
+            ValidationRun(
+                model_name="m",
+                model_version="1",
+                task="t",
+                dataset_name="d",
+                dataset_sha256="0" * 64,
+                status=status,
+                heartbeat_at=heartbeat,
+            )
+        )
+    db.commit()
+    assert service.recover_interrupted_runs(db, tmp_path) == 2
+    db.commit()
+    statuses = sorted(r.status for r in db.query(ValidationRun))
+    assert statuses == ["done", "failed", "failed", "running"]  # another worker's live run is left alone

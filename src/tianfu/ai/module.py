@@ -51,6 +51,24 @@ def seed_demo(kernel: Kernel) -> None:
     seed(kernel)
 
 
+async def recover_validations(kernel: Kernel) -> Callable[[], Awaitable[None]]:
+    """Validation runs whose worker died with the last server process are failed, not left polling."""
+    from tianfu.ai import service
+
+    def recover() -> None:
+        with kernel.sessions() as session, session.begin():
+            failed = service.recover_interrupted_runs(session, kernel.settings.var_dir)
+        if failed:
+            log.warning("%d validation runs were interrupted by the last stop", failed)
+
+    await asyncio.to_thread(recover)
+
+    async def nothing() -> None:
+        return None
+
+    return nothing
+
+
 MODULE = TianfuModule(
     key="ai",
     home_path="/ai",
@@ -62,7 +80,7 @@ MODULE = TianfuModule(
     model_modules=("tianfu.ai.tables",),
     cli=cli.app,
     cli_name="ai",
-    services=(start_alert_checker,),
+    services=(recover_validations, start_alert_checker),
     seed_demo=seed_demo,
-    own_body_limit_paths=views.UPLOAD_PATHS,
+    larger_body_limits=tuple((path, views.MAX_DATASET_BYTES) for path in views.UPLOAD_PATHS),
 )

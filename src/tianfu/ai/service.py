@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -78,11 +79,44 @@ def loaded(row: ModelVersion) -> ActiveModel:
 
 
 def file_sha256(path: Path) -> str:
+    """The dataset's fingerprint; a directory (PhysioNet stays) hashes its files' names and contents."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
+
+
+def uploads_dir(var_dir: Path) -> Path:
+    return var_dir / "ai" / "uploads"
+
+
+STALE_RUN = timedelta(minutes=15)  # a worker writes progress at least this often while it lives
+
+
+def recover_interrupted_runs(session: Session, var_dir: Path) -> int:
+    """At start: runs whose worker has given no sign for STALE_RUN are failed (a stopped server left them;
+    another worker's live runs keep their heartbeat), and uploads older than a day are deleted."""
+    now = utcnow()
+    stale = list(
+        session.scalars(
+            select(ValidationRun).where(
+                ValidationRun.status.in_(("queued", "running")), ValidationRun.heartbeat_at < now - STALE_RUN
+            )
+        )
+    )
+    for run in stale:
+        run.status, run.error, run.finished_at = "failed", "the server stopped before the run finished", now
+    folder = uploads_dir(var_dir)
+    if folder.is_dir():
+        for leftover in folder.iterdir():
+            if leftover.stat().st_mtime < now.timestamp() - 86_400:
+                leftover.unlink(missing_ok=True)
+    return len(stale)
 
 
 def create_validation(
@@ -95,6 +129,7 @@ def create_validation(
     data_path: Path,
     dataset_name: str,
 ) -> ValidationRun:
+    dataset_sha256 = file_sha256(data_path)  # hashed first: nothing in the database waits on it
     row = version_row(session, model_name, version)
     task_for(row)
     run = ValidationRun(
@@ -102,7 +137,7 @@ def create_validation(
         model_version=row.version,
         task=row.task,
         dataset_name=dataset_name[:200],
-        dataset_sha256=file_sha256(data_path),
+        dataset_sha256=dataset_sha256,
         created_by_id=actor.user_id,
     )
     session.add(run)
@@ -156,6 +191,7 @@ def execute_validation(
             current = session.get(ValidationRun, run_id)
             if current is not None:
                 current.progress_done, current.progress_total = done, total
+                current.heartbeat_at = utcnow()
 
     try:
         data = task.validate(model, data_path, progress)
@@ -269,6 +305,65 @@ def open_alerts(session: Session, model_name: str | None = None) -> list[AlertRe
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Inference:
+    """An inference call ready to run: the task, the active version and its registry row."""
+
+    task: AiTask
+    model: ActiveModel
+    row: ModelVersion
+
+
+def prepare_inference(session: Session, task_key: str) -> Inference:
+    task = tasks().get(task_key)
+    if task is None:
+        raise NotFound(f"no inference task {task_key}")
+    active = registry.active_model(session, task.model_name)
+    if active is None:
+        raise Invalid(f"model {task.model_name} is switched off by the hospital's AI governance")
+    return Inference(task, active, version_row(session, task.model_name, active.version))
+
+
+def run_inference(call: Inference, request: Any) -> InferenceResult:
+    """The model itself: no database here, so callers run it outside any transaction."""
+    try:
+        return call.task.infer(call.model, request)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+
+
+def record_inference(
+    session: Session,
+    audit: AuditLog,
+    *,
+    actor: Actor,
+    call: Inference,
+    result: InferenceResult,
+    patient_id: str | None,
+    caller: str,
+) -> str:
+    """The call as a model output (its id is returned); an external patient reference only as a hash."""
+    reference = f"api:{caller}"
+    if result.patient_ref:
+        reference += "/ref-sha256:" + hashlib.sha256(result.patient_ref.encode()).hexdigest()[:16]
+    recorded = outputs.record_output(
+        session,
+        audit,
+        actor=actor,
+        module=call.task.module,
+        task=call.task.key,
+        model_name=call.task.model_name,
+        model_version=call.model.version,
+        input_ref=reference[:300],
+        output={**result.output, "explanation_kinds": sorted(result.explanation)},
+        label=result.label,
+        score=result.score,
+        patient_id=patient_id,
+        input_features=result.input_features,
+    )
+    return recorded.id
+
+
 def infer(
     session: Session,
     audit: AuditLog,
@@ -279,31 +374,10 @@ def infer(
     patient_id: str | None,
     caller: str,
 ) -> tuple[ModelVersion, InferenceResult, str]:
-    """Run the task's active model; the call is recorded as a model output (returned: its id)."""
-    task = tasks().get(task_key)
-    if task is None:
-        raise NotFound(f"no inference task {task_key}")
-    active = registry.active_model(session, task.model_name)
-    if active is None:
-        raise Invalid(f"model {task.model_name} is switched off by the hospital's AI governance")
-    row = version_row(session, task.model_name, active.version)
-    try:
-        result = task.infer(active, request)
-    except ValueError as exc:
-        raise Invalid(str(exc)) from exc
-    recorded = outputs.record_output(
-        session,
-        audit,
-        actor=actor,
-        module=task.module,
-        task=task.key,
-        model_name=task.model_name,
-        model_version=active.version,
-        input_ref=f"api:{caller}"[:300],
-        output={**result.output, "explanation_kinds": sorted(result.explanation)},
-        label=result.label,
-        score=result.score,
-        patient_id=patient_id,
-        input_features=result.input_features,
+    """Prepare, run and record in the caller's transaction (the demo seed; the API splits the steps)."""
+    call = prepare_inference(session, task_key)
+    result = run_inference(call, request)
+    output_id = record_inference(
+        session, audit, actor=actor, call=call, result=result, patient_id=patient_id, caller=caller
     )
-    return row, result, recorded.id
+    return call.row, result, output_id

@@ -30,6 +30,7 @@ class ValidationRun(Base):
     report_html: Mapped[str] = mapped_column(Text, default="")
     report_pdf: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)  # its worker's last sign
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
 

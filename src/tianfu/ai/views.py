@@ -8,14 +8,16 @@ names a patient, a care relationship with that patient.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 from sqlalchemy import select
@@ -239,21 +241,18 @@ def field_performance(kernel: KernelDep, session: DbDep, principal: Reader, name
 # ---------------------------------------------------------------------------------------------
 
 
-async def _save_upload(file: UploadFile) -> tuple[Path, str]:
-    suffix = "".join(Path(file.filename or "data").suffixes)[-20:] or ".bin"
-    handle = tempfile.NamedTemporaryFile(prefix="tianfu-validation-", suffix=suffix, delete=False)  # noqa: SIM115
-    written = 0
+def _save_upload(source: BinaryIO, filename: str, folder: Path) -> Path:
+    """Copy the spooled upload under ``<var_dir>/ai/uploads`` (cleared at start) for the worker to read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(Path(filename).suffixes)[-20:] or ".bin"
+    handle = tempfile.NamedTemporaryFile(dir=folder, suffix=suffix, delete=False)  # noqa: SIM115
     with handle:
-        while chunk := await file.read(1 << 20):
-            written += len(chunk)
-            if written > MAX_DATASET_BYTES:
-                Path(handle.name).unlink(missing_ok=True)
-                raise Invalid(f"the dataset is larger than {MAX_DATASET_BYTES // (1 << 20)} MiB")
-            handle.write(chunk)
-    if written == 0:
-        Path(handle.name).unlink(missing_ok=True)
+        shutil.copyfileobj(source, handle, 1 << 20)
+    path = Path(handle.name)
+    if path.stat().st_size == 0:
+        path.unlink()
         raise Invalid("the dataset file is empty")
-    return Path(handle.name), (file.filename or "upload")
+    return path
 
 
 def _start(kernel: Kernel, run_id: str, path: Path) -> None:
@@ -273,18 +272,31 @@ def _start(kernel: Kernel, run_id: str, path: Path) -> None:
 async def _create_run(
     kernel: Kernel, session: Session, principal: Principal, name: str, version: str | None, file: UploadFile
 ) -> ValidationRun:
-    path, filename = await _save_upload(file)
+    # The sign-in check opened a transaction; on SQLite it holds the one write lock, which nobody else
+    # should wait on while a large file is copied and hashed.
+    session.rollback()
+    filename = file.filename or "upload"
+    path = await run_in_threadpool(
+        _save_upload, file.file, filename, service.uploads_dir(kernel.settings.var_dir)
+    )
+
+    def register() -> ValidationRun:
+        with kernel.sessions() as own, own.begin():
+            run = service.create_validation(
+                own,
+                kernel.audit,
+                actor=principal.actor,
+                model_name=name,
+                version=version or None,
+                data_path=path,
+                dataset_name=filename,
+            )
+            own.flush()
+            own.expunge(run)
+            return run
+
     try:
-        run = service.create_validation(
-            session,
-            kernel.audit,
-            actor=principal.actor,
-            model_name=name,
-            version=version or None,
-            data_path=path,
-            dataset_name=filename,
-        )
-        session.commit()
+        run = await run_in_threadpool(register)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -311,19 +323,22 @@ async def create_validation(
     return RunOut.model_validate(run)
 
 
-def _run(session: Session, audit: AuditLog, principal: Principal, run_id: str) -> ValidationRun:
+def _run(
+    session: Session, audit: AuditLog, principal: Principal, run_id: str, *, audited: bool = True
+) -> ValidationRun:
     run = session.get(ValidationRun, run_id)
     if run is None:
         raise NotFound(f"no validation run {run_id}")
-    audit.record(
-        session,
-        actor=principal.actor,
-        action="ai_validation.read",
-        action_type="R",
-        resource_type="ValidationRun",
-        resource_id=run.id,
-        purpose=principal.purpose,
-    )
+    if audited:
+        audit.record(
+            session,
+            actor=principal.actor,
+            action="ai_validation.read",
+            action_type="R",
+            resource_type="ValidationRun",
+            resource_id=run.id,
+            purpose=principal.purpose,
+        )
     return run
 
 
@@ -423,16 +438,20 @@ def _inference_endpoint(task_key: str, body_model: type) -> Any:
     ) -> InferenceOut:
         if patient_id is not None:
             require_access(session, kernel.audit, principal, patient_id, action="ai.infer")
-        row, result, output_id = service.infer(
+        call = service.prepare_inference(session, task_key)
+        session.commit()  # no transaction (on SQLite: the one write lock) while the model runs
+        result = service.run_inference(call, body)
+        output_id = service.record_inference(
             session,
             kernel.audit,
             actor=principal.actor,
-            task_key=task_key,
-            request=body,
+            call=call,
+            result=result,
             patient_id=patient_id,
             caller=principal.actor.username,
         )
         session.commit()
+        row = call.row
         manifest = row.manifest
         return InferenceOut(
             output_id=output_id,
@@ -552,7 +571,8 @@ async def validate_form(
 def validation_page(
     request: Request, kernel: KernelDep, session: DbDep, principal: Reader, run_id: Name
 ) -> HTMLResponse:
-    run = _run(session, kernel.audit, principal, run_id)
+    polling = bool(request.headers.get("hx-request"))  # the progress fragment, every second: read once
+    run = _run(session, kernel.audit, principal, run_id, audited=not polling)
     session.commit()
-    template = "ai/_validation_status.html" if request.headers.get("hx-request") else "ai/validation.html"
+    template = "ai/_validation_status.html" if polling else "ai/validation.html"
     return render(request, template, {"run": run})

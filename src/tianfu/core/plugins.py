@@ -75,6 +75,9 @@ class TianfuModule:
     latest_vitals: Callable[..., dict[str, Any] | None] | None = None
     # Path prefixes whose routes take large bodies and enforce their own limit (DICOM uploads).
     own_body_limit_paths: Sequence[str] = ()
+    # Path prefixes allowed a larger body than TIANFU_MAX_BODY_BYTES, still enforced by the kernel
+    # (labelled datasets for local validation): (prefix, max bytes).
+    larger_body_limits: Sequence[tuple[str, int]] = ()
     # The model versions it ships, each built from the model's metadata file (its card's one source).
     shipped_models: Callable[[], Sequence[ModelManifest]] | None = None
     # Reads an imported model version's metadata file (``tianfu ai register``) into a manifest.

@@ -295,8 +295,8 @@ class ImageRequest(BaseModel):
     patient_ref: str | None = Field(
         default=None,
         max_length=128,
-        description="The caller's reference for the patient, stored with the result (no PHI needed).",
-        examples=["MRN-000123"],
+        description="The caller's own reference for the patient (an EMR number); Tianfu keeps only its hash.",
+        examples=["EMR-4711"],
     )
 
     @field_validator("image")
@@ -482,7 +482,7 @@ def _example_image() -> str:
 
 def ai_tasks() -> list[AiTask]:
     """One inference task per shipped imaging model."""
-    example = {"image": _example_image(), "patient_ref": "MRN-000123"}
+    example = {"image": _example_image(), "patient_ref": "EMR-4711"}
     out = []
     for task in tasks(MODELS_DIR):
         meta = json.loads((MODELS_DIR / f"{task}.json").read_text(encoding="utf-8"))

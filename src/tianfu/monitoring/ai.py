@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from tianfu.core.model_registry.manifest import (
     ActiveModel,
@@ -34,6 +34,7 @@ from tianfu.monitoring.sepsis import (
     COLUMNS,
     LABEL,
     LABEL_INDEX,
+    VITALS,
     SepsisModel,
     extract_features,
     iter_stays,
@@ -245,6 +246,13 @@ class SepsisRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
+    @model_validator(mode="after")
+    def _some_vital_sign(self) -> SepsisRequest:
+        # Without a single vital sign the model would answer from age and admission time alone.
+        if not any(getattr(row, name, None) is not None for row in self.rows for name in VITALS):
+            raise ValueError(f"no vital sign in any row: send at least one of {', '.join(VITALS)}")
+        return self
+
     rows: list[HourlyRow] = Field(
         min_length=1,
         max_length=MAX_ROWS,
@@ -257,8 +265,8 @@ class SepsisRequest(BaseModel):
     patient_ref: str | None = Field(
         default=None,
         max_length=128,
-        description="The caller's reference for the patient.",
-        examples=["MRN-1"],
+        description="The caller's own reference for the patient (an EMR number); Tianfu keeps only its hash.",
+        examples=["EMR-4711"],
     )
 
 

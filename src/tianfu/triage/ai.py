@@ -272,7 +272,7 @@ def inquiry_summary(mentioned: Sequence[str]) -> dict[str, Any]:
 class ComplaintRequest(BaseModel):
     """A patient's chief complaint in their own words (Chinese, as typed at a kiosk or by a nurse)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", str_strip_whitespace=True)
 
     complaint: str = Field(
         min_length=1,
@@ -290,8 +290,8 @@ class ComplaintRequest(BaseModel):
     patient_ref: str | None = Field(
         default=None,
         max_length=128,
-        description="The caller's reference for the patient.",
-        examples=["MRN-1"],
+        description="The caller's own reference for the patient (an EMR number); Tianfu keeps only its hash.",
+        examples=["EMR-4711"],
     )
 
 
@@ -438,8 +438,8 @@ class InquiryRequest(BaseModel):
     patient_ref: str | None = Field(
         default=None,
         max_length=128,
-        description="The caller's reference for the patient.",
-        examples=["MRN-1"],
+        description="The caller's own reference for the patient (an EMR number); Tianfu keeps only its hash.",
+        examples=["EMR-4711"],
     )
 
     @model_validator(mode="after")

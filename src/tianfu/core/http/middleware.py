@@ -18,22 +18,32 @@ class BodySizeLimit:
     reports every such failure as a generic 400.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, own_limit_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        own_limit_paths: tuple[str, ...] = (),
+        larger_limits: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         # Routes that take large uploads (DICOM) enforce their own, larger limit.
         self.own_limit_paths = own_limit_paths
+        # Path prefixes allowed a larger body than the default, enforced here all the same (datasets).
+        self.larger_limits = larger_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        own_limit = bool(self.own_limit_paths) and scope.get("path", "").startswith(self.own_limit_paths)
+        path = scope.get("path", "")
+        own_limit = bool(self.own_limit_paths) and path.startswith(self.own_limit_paths)
         if scope["type"] != "http" or own_limit:
             await self.app(scope, receive, send)
             return
+        max_bytes = next((n for prefix, n in self.larger_limits if path.startswith(prefix)), self.max_bytes)
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
         if declared is not None:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                await self._reject(scope, send)
+            if declared.isdigit() and int(declared) > max_bytes:
+                await self._reject(scope, send, max_bytes)
                 return
             await self.app(scope, receive, send)
             return
@@ -49,8 +59,8 @@ class BodySizeLimit:
                 return
             body = message.get("body", b"")
             size += len(body)
-            if size > self.max_bytes:
-                await self._reject(scope, send)
+            if size > max_bytes:
+                await self._reject(scope, send, max_bytes)
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -58,7 +68,7 @@ class BodySizeLimit:
         replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
         await self.app(scope, _replay(replay, receive), send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
         fhir = scope.get("path", "").startswith("/fhir/")
         if fhir:
             body: dict[str, Any] = {
@@ -67,7 +77,7 @@ class BodySizeLimit:
                     {
                         "severity": "error",
                         "code": "too-long",
-                        "diagnostics": f"body larger than {self.max_bytes} bytes",
+                        "diagnostics": f"body larger than {max_bytes} bytes",
                     }
                 ],
             }
@@ -77,7 +87,7 @@ class BodySizeLimit:
                 "type": "urn:tianfu:problem:too-large",
                 "title": "Request body too large",
                 "status": 413,
-                "detail": f"the body is larger than {self.max_bytes} bytes",
+                "detail": f"the body is larger than {max_bytes} bytes",
                 "instance": scope.get("path", ""),
             }
             media = b"application/problem+json"

@@ -2,7 +2,7 @@
 
 Revision ID: 0005_ai
 Revises: 0004_imaging
-Create Date: 2026-11-30 06:20:07.928522
+Create Date: 2026-11-30 07:04:02.141776
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("report_html", sa.Text(), nullable=False),
         sa.Column("report_pdf", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", tianfu.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("heartbeat_at", tianfu.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("finished_at", tianfu.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_by_id", sa.String(length=36), nullable=True),
         sa.ForeignKeyConstraint(
