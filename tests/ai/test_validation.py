@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tianfu.ai import validation
 from tianfu.ai.validation import (
     BINARY_METRICS,
     MULTICLASS_METRICS,
@@ -352,3 +354,24 @@ def test_summary_json_round_trip_keeps_extra_numbers() -> None:
     assert stored["extra"] == {"turns": 4.5}
     assert stored["threshold"] == 0.35
     assert ValidationSummary.from_json(stored) == summary
+
+
+def test_grouped_bootstrap_draws_whole_groups_and_widens_the_interval() -> None:
+    rng = np.random.default_rng(3)
+    # 20 groups of 30 identical cases: 600 cases but only 20 independent units.
+    group_truth = rng.integers(0, 2, size=20)
+    group_score = np.clip(group_truth * 0.15 + rng.uniform(0.2, 0.7, size=20), 0, 1)
+    y = np.repeat(group_truth, 30)
+    p = np.repeat(group_score, 30)
+    base = ValidationData(
+        kind="binary", classes=("no", "yes"), y_true=y, scores=np.stack((1 - p, p), axis=1), positive=1
+    )
+    grouped = dataclasses.replace(base, groups=np.repeat(np.arange(20), 30))
+    naive = validation.validate(base, {}, n_boot=300).metric("auc")
+    clustered = validation.validate(grouped, {}, n_boot=300)
+    auc = clustered.metric("auc")
+    assert naive is not None
+    assert auc is not None
+    assert auc.value == naive.value  # the point estimate does not change
+    assert (auc.ci_high - auc.ci_low) > 2 * (naive.ci_high - naive.ci_low)  # type: ignore[operator]
+    assert clustered.resampled == "groups"

@@ -330,7 +330,7 @@ def _details(
         (
             "置信区间方法",
             "CI method",
-            f"bootstrap percentile, {summary.n_boot} resamples of cases, seed {summary.seed}",
+            f"bootstrap percentile, {summary.n_boot} resamples of {summary.resampled}, seed {summary.seed}",
         )
     )
     return details
@@ -414,7 +414,8 @@ def _summary_lines(
         f"Cases:    n = {summary.n}    Date: {created_at}",
         f"Task:     {summary.kind}"
         + (f"    threshold {summary.threshold:.4g}" if summary.threshold is not None else ""),
-        f"CI:       {percent} bootstrap percentile, {summary.n_boot} resamples, seed {summary.seed}",
+        f"CI:       {percent} bootstrap percentile, {summary.n_boot} resamples of {summary.resampled}, "
+        f"seed {summary.seed}",
         "",
         f"{'Metric':<32}{'Value':>8}  {percent + ' CI':<17}{'Card':>8}  Within CI",
         "-" * 80,

@@ -407,6 +407,16 @@ def _weights(indices: npt.NDArray[np.intp], n: int) -> F64Array:
     return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
 
 
+def _group_index(groups: npt.ArrayLike | None, n: int) -> npt.NDArray[np.int64] | None:
+    """Group labels as 0..G-1 per case, or None."""
+    if groups is None:
+        return None
+    labels = np.asarray(groups)
+    if labels.shape != (n,):
+        raise ValueError(f"groups must give one label per case ({n}), got shape {labels.shape}")
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
 def _interval(replicates: F64Array, alpha: float) -> tuple[float | None, float | None]:
     defined = replicates[~np.isnan(replicates)]
     if len(defined) == 0:
@@ -416,12 +426,19 @@ def _interval(replicates: F64Array, alpha: float) -> tuple[float | None, float |
 
 
 def _bootstrap_replicates(
-    cases: _Cases, names: tuple[str, ...], n_boot: int, seed: int
+    cases: _Cases,
+    names: tuple[str, ...],
+    n_boot: int,
+    seed: int,
+    groups: npt.NDArray[np.int64] | None = None,
 ) -> dict[str, F64Array]:
+    """Replicates of each metric; with ``groups``, whole groups are drawn (correlated cases stay together)."""
     metrics = {name: _check_metric(name, cases.kind) for name in names}
     blocks: dict[str, list[F64Array]] = {name: [] for name in names}
-    for indices in _resamples(cases.n, n_boot, seed):
-        weights = _weights(indices, cases.n)
+    units = cases.n if groups is None else int(groups.max()) + 1
+    for indices in _resamples(units, n_boot, seed):
+        drawn = _weights(indices, units)
+        weights = drawn if groups is None else drawn[:, groups]
         for name, metric in metrics.items():
             blocks[name].append(metric(cases, weights))
     return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in blocks.items()}
@@ -489,6 +506,7 @@ class ValidationSummary:
     seed: int
     alpha: float
     extra: Mapping[str, float] = field(default_factory=dict)
+    resampled: str = "cases"  # or "groups": whole groups of correlated cases were drawn
 
     def metric(self, name: str) -> MetricResult | None:
         return next((m for m in self.metrics if m.name == name), None)
@@ -539,6 +557,7 @@ class ValidationSummary:
             "seed": self.seed,
             "alpha": self.alpha,
             "extra": {key: _json_float(value) for key, value in self.extra.items()},
+            "resampled": self.resampled,
         }
 
     @classmethod
@@ -564,6 +583,7 @@ class ValidationSummary:
             seed=int(data["seed"]),
             alpha=float(data["alpha"]),
             extra={k: (math.nan if v is None else float(v)) for k, v in data.get("extra", {}).items()},
+            resampled=str(data.get("resampled", "cases")),
         )
 
 
@@ -592,7 +612,8 @@ def validate(
     cases = _Cases(data)
     names = metric_names(data.kind, manifest_metrics)
     ones = np.ones((1, cases.n))
-    replicates = _bootstrap_replicates(cases, names, n_boot, seed)  # one set of resamples for all
+    groups = _group_index(data.groups, cases.n)
+    replicates = _bootstrap_replicates(cases, names, n_boot, seed, groups)  # one set of resamples for all
     results: list[MetricResult] = []
     for name in names:
         value = _as_optional(_WEIGHTED[name](cases, ones)[0])
@@ -618,4 +639,5 @@ def validate(
         seed=seed,
         alpha=alpha,
         extra={key: float(value) for key, value in data.extra.items()},
+        resampled="groups" if groups is not None else "cases",
     )

@@ -351,6 +351,7 @@ def validate(active: ActiveModel, data_path: Path, progress: Progress) -> Valida
             progress(done, total)
     y_true = np.concatenate(labels).astype(np.int64)
     p = np.concatenate(probabilities)
+    stays = np.repeat(np.arange(len(labels), dtype=np.int64), [len(lab) for lab in labels])
     table = UtilityTable.from_labels(labels)
     septic = sum(bool(np.any(lab == 1)) for lab in labels)
     extra = {"n_stays": float(len(labels)), "n_septic_stays": float(septic)}
@@ -363,6 +364,7 @@ def validate(active: ActiveModel, data_path: Path, progress: Progress) -> Valida
         scores=np.stack((1.0 - p, p), axis=1),
         positive=1,
         threshold=model.operating_threshold,
+        groups=stays,  # an ICU stay's hours are correlated: the bootstrap draws whole stays
         extra=extra,
     )
 

@@ -106,6 +106,8 @@ class ValidationData:
     positive: int = 1
     threshold: float | None = None
     extra: Mapping[str, float] = field(default_factory=dict)  # task-specific numbers (turns per interview)
+    # Cases that belong together (the hours of one ICU stay): the bootstrap resamples whole groups.
+    groups: npt.NDArray[np.int64] | None = None
 
 
 Progress = Callable[[int, int], None]  # (done, total)
