@@ -212,7 +212,9 @@ def shoot_ai(browser: Browser, base: str) -> None:
     shoot(page, base, "/ai", "ai-registry")
     model = "/ai/models/tianfu-imaging-pneumonia"
     shoot(page, base, model, "ai-model")
-    page.set_input_files("input[name=file]", str(ROOT / "src" / "tianfu" / "ai" / "demo_data" / "pneumonia_val200.npz"))
+    page.set_input_files(
+        "input[name=file]", str(ROOT / "src" / "tianfu" / "ai" / "demo_data" / "pneumonia_val200.npz")
+    )
     page.click("form[action^='/ai/validate/'] button[type=submit]")
     page.wait_for_url(base + "/ai/validations/*")
     page.frame_locator("iframe.report").locator("img").first.wait_for(timeout=120_000)
