@@ -201,15 +201,7 @@ def _card(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _references(raw: Any) -> tuple[FeatureReference, ...]:
-    return tuple(
-        FeatureReference(
-            name=str(r["name"]),
-            fractions=tuple(float(f) for f in r["fractions"]),
-            edges=tuple(float(e) for e in r.get("edges", ())),
-            categories=tuple(str(c) for c in r.get("categories", ())),
-        )
-        for r in raw
-    )
+    return tuple(FeatureReference.from_json(r) for r in raw)
 
 
 # ---- loading from the registry's directory -----------------------------------------------------------

@@ -169,15 +169,7 @@ def read_model_manifest(json_path: Path) -> ModelManifest:
         trained_on=str(meta["training_date"]),
         files=(weights, json_path),
         limits=tuple(meta.get("limits") or _LIMITS),
-        reference=tuple(
-            FeatureReference(
-                name=str(r["name"]),
-                fractions=tuple(float(f) for f in r["fractions"]),
-                edges=tuple(float(e) for e in r.get("edges", ())),
-                categories=tuple(str(c) for c in r.get("categories", ())),
-            )
-            for r in meta.get("reference", ())
-        ),
+        reference=tuple(FeatureReference.from_json(r) for r in meta.get("reference", ())),
         # The 182 feature names are long but are the model's contract: keep them, drop the per-fold rows.
         card=_card(meta),
     )

@@ -44,6 +44,16 @@ class FeatureReference:
     edges: tuple[float, ...] = ()
     categories: tuple[str, ...] = ()
 
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> FeatureReference:
+        """One entry of a model metadata file's ``reference`` list (training/reference_stats.py)."""
+        return cls(
+            name=str(raw["name"]),
+            fractions=tuple(float(f) for f in raw["fractions"]),
+            edges=tuple(float(e) for e in raw.get("edges", ())),
+            categories=tuple(str(c) for c in raw.get("categories", ())),
+        )
+
 
 @dataclass(frozen=True)
 class ModelManifest:
@@ -184,15 +194,7 @@ def manifest_from_json(data: Mapping[str, Any], directory: Path) -> ModelManifes
         trained_on=data["trained_on"],
         files=tuple(directory / name for name in data["files"]),
         limits=tuple(data.get("limits", ())),
-        reference=tuple(
-            FeatureReference(
-                name=r["name"],
-                fractions=tuple(r["fractions"]),
-                edges=tuple(r.get("edges", ())),
-                categories=tuple(r.get("categories", ())),
-            )
-            for r in data.get("reference", ())
-        ),
+        reference=tuple(FeatureReference.from_json(r) for r in data.get("reference", ())),
         card=data.get("card", {}),
         active_on_install=bool(data.get("active_on_install", True)),
     )
