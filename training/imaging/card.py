@@ -64,6 +64,18 @@ PROSE: dict[str, dict[str, Any]] = {
             "0.866/0.842, AutoML Vision 0.919/0.861. Ours are on *val* (78 images, 21 malignant), never used "
             "for a choice: the 95 % interval is wide and differences of +-0.02 are noise."
         ),
+        "selection": (
+            "Recipe of 1.1.0 chosen by 5-fold stratified cross-validation on the 546 train images only "
+            "(`training/imaging/breast_cv.py`; each fold repeats the shipped protocol with its own 15 % tune"
+            " split; criterion: mean held-out-fold AUC). The 1.0.0 recipe (3 members, epoch with the best "
+            "tune AUC, no flip) scored 0.877; the same networks kept at their last epoch and averaged over "
+            "the image and its mirror image scored 0.889 (higher in 4 of 5 folds). Mixup (Beta(0.4, 0.4); 2 "
+            "seeds: 0.882 vs 0.887 without), stronger augmentation (rotation 15 deg, shift 10 %, zoom 15 %, "
+            "more jitter) and 100 instead of 60 epochs (1 seed, single network: 0.868 and 0.869 vs 0.869) "
+            "did not help and were dropped. 4 members scored like 3 (0.888 vs 0.889): 5 are shipped for "
+            "stability, not for a measured gain. The val numbers of 1.0.0 (AUC 0.916) were known before this"
+            " search; val was read once more, for the table below, after the recipe was fixed."
+        ),
         "limits": [
             "Tiny data: 546 training images (464 to fit, 82 to tune with 22 malignant), 78 to report. The "
             "threshold and temperature rest on 22 malignant tune cases, so the real sensitivity at the "
@@ -128,6 +140,12 @@ PROSE: dict[str, dict[str, Any]] = {
 }
 
 
+HONESTY = (
+    "Honesty note: network size, epochs and number of seeds were fixed after one exploratory run per task "
+    "whose report-split numbers were seen; no configuration was compared on them."
+)
+
+
 def pct(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -145,6 +163,27 @@ def render(task: str, meta: dict[str, Any]) -> str:
     m = meta["metrics"]
     pos = meta["positive_name"]
     size = f"{meta['input']['height']}x{meta['input']['width']}"
+    # Recipe options added in 1.1.0 (absent from the hyperparameters of models trained without them).
+    tta_note = (
+        ", each member seeing the image and its mirror image (test-time flip; the mirror image's feature "
+        "maps are mirrored back, so the heatmap stays exact and in image coordinates)"
+        if hp.get("tta_hflip")
+        else ""
+    )
+    mixup_note = f", mixup Beta({hp['mixup']}, {hp['mixup']})" if hp.get("mixup") else ""
+    tune_chose = "epoch, temperature, threshold, heatmap scale all"
+    tune_bias = "it chose the epoch, so it is optimistic"
+    if hp.get("keep_epoch") == "last":
+        tune_chose = "temperature, threshold and heatmap scale"
+        tune_bias = "it chose the threshold, so sensitivity and specificity there are optimistic"
+        epoch_note = (
+            f"Each member keeps its weights at the end of the schedule (epoch {hp['epochs']}; no early "
+            "stopping)."
+        )
+    else:
+        epoch_note = (
+            f"The epoch kept per member is the one with the best tune AUC (epochs {tr['best_epochs']})."
+        )
     lines = [
         f"# Model card - `{task}` ({meta['model_name']} {meta['version']})",
         "",
@@ -173,7 +212,7 @@ def render(task: str, meta: dict[str, Any]) -> str:
         f"- {tr['architecture']}: stem conv 3x3, three residual stages of one basic block each "
         f"(stride 1, 2, 2), global average pooling, dropout {hp['dropout']}, one linear layer; "
         f"{tr['parameters']:,} parameters in all; {hp['seeds']} member(s) (seeds {tr['seeds']}) averaged in "
-        "logit space inside one ONNX graph (opset 17).",
+        f"logit space inside one ONNX graph (opset 17){tta_note}.",
         f"- Input: `image` float32 (N, {meta['input']['channels']}, {meta['input']['height']}, "
         f"{meta['input']['width']}): {meta['input']['value_scale']} (mean {meta['input']['mean']}, std "
         f"{meta['input']['std']}, from the fit split). Outputs: `logits` and `features` (last conv maps).",
@@ -186,13 +225,10 @@ def render(task: str, meta: dict[str, Any]) -> str:
         "## Training",
         f"- Trained from random initialisation (no pretrained weights). AdamW (lr {hp['lr']}, weight decay "
         f"{hp['weight_decay']}), batch {hp['batch']}, {hp['epochs']} epochs, 1 epoch linear warm-up then "
-        f"cosine decay, cross-entropy with label smoothing {hp['label_smoothing']}. The epoch kept per "
-        f"member is the one with the best tune AUC (epochs {tr['best_epochs']}).",
+        f"cosine decay, cross-entropy with label smoothing {hp['label_smoothing']}{mixup_note}. {epoch_note}",
         f"- Augmentation: {prose['augment']}",
-        "- The reported split was never used for a choice (epoch, temperature, threshold, heatmap scale all "
-        "come from the tune split). Honesty note: network size, epochs and number of seeds were fixed after "
-        "one exploratory run per task whose report-split numbers were seen; no configuration was compared "
-        "on them.",
+        f"- The reported split was never used for a choice ({tune_chose} come from the tune split). "
+        f"{prose.get('selection', HONESTY)}",
         f"- CPU, {tr['threads']} thread(s): {tr.get('wall_seconds', 'n/a')} s wall, "
         f"{tr.get('cpu_seconds', 'n/a')} s CPU (incl. data loading and export). torch {tr['torch']}, onnx "
         f"{tr['onnx']}, onnxruntime {tr['onnxruntime']}, scikit-learn {tr['scikit_learn']}, Python "
@@ -221,7 +257,8 @@ def render(task: str, meta: dict[str, Any]) -> str:
             ]
         lines += [
             f"| NLL before / after temperature | {pct(v['nll_uncalibrated'])} / {pct(v['nll_calibrated'])} |",
-            f"| AUC of each member alone | {', '.join(pct(a) for a in v['members_auc'])} |",
+            f"| AUC of each member alone{' (no flip)' if hp.get('tta_hflip') else ''} | "
+            f"{', '.join(pct(a) for a in v['members_auc'])} |",
             "",
             prose["published"],
         ]
@@ -266,7 +303,7 @@ def render(task: str, meta: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Tune split ({t['n']} images; it chose the epoch, so it is optimistic): AUC {pct(t['auc'])}, "
+        f"Tune split ({t['n']} images; {tune_bias}): AUC {pct(t['auc'])}, "
         f"sensitivity {pct(t['sensitivity'])}, specificity {pct(t['specificity'])}.",
         "",
         reproduce,
