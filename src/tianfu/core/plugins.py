@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -45,6 +46,23 @@ class PatientPanel:
 
 
 @dataclass(frozen=True)
+class CasePacketSection:
+    """A module's part of a consultation's case packet: small, JSON-able, read from its own tables.
+
+    ``items`` are plain dicts of str, int, float, bool, None or ISO-8601 text; ``links`` point at the
+    module's own pages or API for the full record (images, the whole trend).
+    """
+
+    module: str  # the contributing module's key
+    title: str  # English msgid; the page translates it
+    items: list[dict[str, Any]]
+    links: list[dict[str, str]] = field(default_factory=list)  # {"label": msgid, "href": path}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"module": self.module, "title": self.title, "items": self.items, "links": self.links}
+
+
+@dataclass(frozen=True)
 class TianfuModule:
     key: str  # monitoring, triage, imaging, consult, ai
     home_path: str  # where its first page lives
@@ -73,6 +91,10 @@ class TianfuModule:
     # A patient's latest measured vital signs, for other modules (triage reads them at the desk): called
     # with (session, patient_id, max_age_s); returns {"heart_rate": …, "observed_at": …} or None.
     latest_vitals: Callable[..., dict[str, Any] | None] | None = None
+    # Its part of a remote consultation's case packet (会诊病历资料): called with (session, patient_id,
+    # since); returns a CasePacketSection, or None when it knows nothing about the patient. The caller
+    # has checked access and audits the read.
+    case_packet: Callable[..., CasePacketSection | None] | None = None
     # Path prefixes whose routes take large bodies and enforce their own limit (DICOM uploads).
     own_body_limit_paths: Sequence[str] = ()
     # Path prefixes allowed a larger body than TIANFU_MAX_BODY_BYTES, still enforced by the kernel
@@ -129,6 +151,19 @@ def latest_vitals(session: Any, patient_id: str, max_age_s: int) -> dict[str, An
         and (vitals := module.latest_vitals(session, patient_id, max_age_s)) is not None
     ]
     return max(found, key=lambda v: v["observed_at"], default=None)
+
+
+def case_packet(session: Any, patient_id: str, since: datetime) -> list[CasePacketSection]:
+    """Every installed module's section of a patient's case packet, in module order.
+
+    Modules installed later contribute through their own hook; the consultation module never changes.
+    """
+    return [
+        section
+        for module in installed_modules()
+        if module.case_packet is not None
+        and (section := module.case_packet(session, patient_id, since)) is not None
+    ]
 
 
 @lru_cache

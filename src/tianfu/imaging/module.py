@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tianfu.core.bus import Event
+from tianfu.core.i18n import N_
 from tianfu.core.kernel import Kernel
-from tianfu.core.plugins import ConsumerSpec, TianfuModule
+from tianfu.core.plugins import CasePacketSection, ConsumerSpec, TianfuModule
 from tianfu.imaging import ai, cli, dicomweb, views
 from tianfu.imaging import fhir as imaging_fhir
 from tianfu.imaging.dicom.scp import start_scp
@@ -180,6 +184,61 @@ async def prepare_analyser(kernel: Kernel) -> Callable[[], Awaitable[None]]:
     return nothing
 
 
+CASE_PACKET_MAX_STUDIES = 10
+
+
+def case_packet(session: Session, patient_id: str, since: datetime) -> CasePacketSection | None:
+    """The patient's latest studies with their AI findings (marked as AI suggestions) and links to them."""
+    from tianfu.imaging.findings import ImagingFinding
+    from tianfu.imaging.tables import ImagingStudy
+
+    studies = session.scalars(
+        select(ImagingStudy)
+        .where(ImagingStudy.patient_id == patient_id)
+        .order_by(ImagingStudy.received_at.desc())
+        .limit(CASE_PACKET_MAX_STUDIES)
+    ).all()
+    if not studies:
+        return None
+    findings: dict[str, list[dict[str, Any]]] = {}
+    for finding in session.scalars(
+        select(ImagingFinding)
+        .where(ImagingFinding.study_id.in_([s.id for s in studies]))
+        .order_by(ImagingFinding.created_at)
+    ):
+        findings.setdefault(finding.study_id, []).append(
+            {
+                "origin": "ai-suggestion",  # never an opinion (TC-08): a clinician's review says more
+                "task": finding.task,
+                "model_version": finding.model_version,
+                "label": finding.label,
+                "probability": finding.probability,
+                "positive": finding.positive,
+                "review": finding.review,
+                "reviewed_label": finding.reviewed_label,
+            }
+        )
+    items = [
+        {
+            "kind": "study",
+            "study_id": study.id,
+            "study_instance_uid": study.study_instance_uid,
+            "study_date": study.study_date.isoformat() if study.study_date else None,
+            "modalities": study.modalities,
+            "description": study.description,
+            "status": study.status,
+            "recent": study.received_at >= since,
+            "findings": findings.get(study.id, []),
+            "href": f"/imaging/studies/{study.id}",
+            "api": f"/api/v1/imaging/studies/{study.id}",
+        }
+        for study in studies
+    ]
+    return CasePacketSection(
+        "imaging", N_("Imaging studies"), items, [{"label": N_("Imaging"), "href": "/imaging"}]
+    )
+
+
 MODULE = TianfuModule(
     key="imaging",
     shipped_models=ai.shipped_models,
@@ -204,4 +263,5 @@ MODULE = TianfuModule(
     services=(prepare_analyser, start_scp, resume_analyses),
     # STOW-RS enforces TIANFU_STOW_MAX_BYTES itself; the upload page takes one file of up to 64 MiB.
     own_body_limit_paths=("/api/v1/imaging/dicomweb/studies", "/imaging/upload"),
+    case_packet=case_packet,
 )

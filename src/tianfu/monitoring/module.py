@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from tianfu.core.deadletter import service as deadletters
 from tianfu.core.i18n import N_
 from tianfu.core.kernel import Kernel
 from tianfu.core.patients.models import Patient
-from tianfu.core.plugins import PatientPanel, TianfuModule
+from tianfu.core.plugins import CasePacketSection, PatientPanel, TianfuModule
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 from tianfu.monitoring import ai, cli, views
@@ -174,6 +175,71 @@ def latest_vitals(session: Session, patient_id: str, max_age_s: int) -> dict[str
     return {**values, "observed_at": row.observed_at, "source": "monitoring"} if values else None
 
 
+CASE_PACKET_VITALS = ("heart_rate", "spo2", "respiratory_rate", "systolic_bp", "temperature", "news2")
+CASE_PACKET_MAX_ALARMS = 20
+
+
+def case_packet(session: Session, patient_id: str, since: datetime) -> CasePacketSection | None:
+    """Vital-sign trends (first, last, min, max per sign) and the physiological alarms since ``since``."""
+    from sqlalchemy import func
+
+    from tianfu.monitoring.tables import AlarmEpisode, VitalSample
+
+    columns = [getattr(VitalSample, name) for name in CASE_PACKET_VITALS]
+    window = (VitalSample.patient_id == patient_id, VitalSample.observed_at >= since)
+    stats = session.execute(
+        select(
+            func.count(VitalSample.id),
+            *(func.min(c) for c in columns),
+            *(func.max(c) for c in columns),
+        ).where(*window)
+    ).one()
+    items: list[dict[str, Any]] = []
+    if stats[0]:
+        first = session.scalar(select(VitalSample).where(*window).order_by(VitalSample.observed_at).limit(1))
+        last = session.scalar(
+            select(VitalSample).where(*window).order_by(VitalSample.observed_at.desc()).limit(1)
+        )
+        for index, name in enumerate(CASE_PACKET_VITALS):
+            low, high = stats[1 + index], stats[1 + len(columns) + index]
+            if low is None:
+                continue
+            items.append(
+                {
+                    "kind": "trend",
+                    "vital": name,
+                    "first": getattr(first, name),
+                    "last": getattr(last, name),
+                    "min": low,
+                    "max": high,
+                    "samples": stats[0],
+                    "from": first.observed_at.isoformat() if first else None,
+                    "to": last.observed_at.isoformat() if last else None,
+                }
+            )
+    alarms = session.scalars(
+        select(AlarmEpisode)
+        .where(AlarmEpisode.patient_id == patient_id, AlarmEpisode.raised_at >= since)
+        .order_by(AlarmEpisode.raised_at.desc())
+        .limit(CASE_PACKET_MAX_ALARMS)
+    ).all()
+    items += [
+        {
+            "kind": "alarm",
+            "condition": alarm.condition,
+            "priority": alarm.priority,
+            "state": alarm.state,
+            "message": alarm.message,
+            "value": alarm.value,
+            "raised_at": alarm.raised_at.isoformat(),
+        }
+        for alarm in alarms
+    ]
+    if not items:
+        return None
+    return CasePacketSection("monitoring", N_("Vital signs"), items)
+
+
 def seed_demo(kernel: Kernel) -> None:
     from tianfu.monitoring.demo import seed
 
@@ -199,4 +265,5 @@ MODULE = TianfuModule(
     seed_demo=seed_demo,
     patient_panels=(patient_panel,),
     latest_vitals=latest_vitals,
+    case_packet=case_packet,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 from tianfu.core.i18n import N_
 from tianfu.core.kernel import Kernel
 from tianfu.core.patients.models import Patient
-from tianfu.core.plugins import PatientPanel, TianfuModule
+from tianfu.core.plugins import CasePacketSection, PatientPanel, TianfuModule
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 from tianfu.triage import ai, cli, views
@@ -39,6 +40,36 @@ def patient_panel(session: Session, principal: Principal, patient: Patient) -> P
     return PatientPanel(N_("Triage"), "triage/_panel.html", {"visits": visits, "departments": names})
 
 
+def case_packet(session: Session, patient_id: str, since: datetime) -> CasePacketSection | None:
+    """The patient's latest triage result, however old: the level and department decided at the desk."""
+    from tianfu.triage.tables import TriageSession
+
+    row = session.scalar(
+        select(TriageSession)
+        .where(TriageSession.patient_id == patient_id, TriageSession.result.is_not(None))
+        .order_by(TriageSession.created_at.desc())
+        .limit(1)
+    )
+    if row is None:
+        return None
+    result = row.result or {}
+    item = {
+        "kind": "triage",
+        "status": row.status,
+        "level": row.level,
+        "department_code": row.department_code,
+        "channel": row.channel,
+        "symptoms_present": list(result.get("symptoms_present", []))[:20],
+        # The model's ranking is a suggestion, shown as such (TC-08).
+        "ai_conditions": [
+            {"name": c.get("name"), "probability": c.get("probability")}
+            for c in list(result.get("conditions", []))[:3]
+        ],
+        "triaged_at": (row.completed_at or row.created_at).isoformat(),
+    }
+    return CasePacketSection("triage", N_("Triage"), [item])
+
+
 MODULE = TianfuModule(
     key="triage",
     shipped_models=ai.shipped_models,
@@ -55,4 +86,5 @@ MODULE = TianfuModule(
     bench=cli.bench,
     seed_demo=seed_demo,
     patient_panels=(patient_panel,),
+    case_packet=case_packet,
 )

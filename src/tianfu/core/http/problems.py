@@ -158,7 +158,11 @@ def install(app: FastAPI) -> None:
 
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
         headers = {"WWW-Authenticate": 'Bearer realm="tianfu"'} if isinstance(exc, Unauthorized) else None
-        return problem(request, exc.status, exc.detail, slug=exc.slug, title=exc.title, headers=headers)
+        # A service may list what failed (a consultation's refused gates) as ``errors=[...]``.
+        errors = exc.extra.get("errors")
+        return problem(
+            request, exc.status, exc.detail, slug=exc.slug, title=exc.title, errors=errors, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
