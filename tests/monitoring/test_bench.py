@@ -12,7 +12,10 @@ BENCH_ENV = ("TIANFU_DEMO", "TIANFU_DATABASE_URL", "TIANFU_VAR_DIR", "TIANFU_HL7
 
 def test_bench_drives_monitors_through_to_a_central_station_client(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (*BENCH_ENV, "TIANFU_DEMO_FEED"):
-        monkeypatch.delenv(name, raising=False)  # the run sets them; monkeypatch undoes that afterwards
+        # The run sets them. setenv first so that monkeypatch records each one and removes it afterwards
+        # (delenv of an unset name records nothing, and TIANFU_DEMO=1 leaked into later tests).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     try:
         result = bench.run(beds=12, rate=2.0, seconds=3, warmup=1)
     finally:
