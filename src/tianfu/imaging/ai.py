@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import json
-import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tianfu.core.model_registry.manifest import (
@@ -39,7 +35,7 @@ from tianfu.core.model_registry.manifest import (
     ValidationData,
 )
 from tianfu.imaging import evaluate
-from tianfu.imaging.inference import BATCH, MODELS_DIR, ImagingModel, resize_area, tasks
+from tianfu.imaging.inference import BATCH, MODELS_DIR, ImagingModel, load_file, resize_area, tasks
 
 MODULE = "imaging"
 MAX_IMAGE_BYTES = 32 * 1024 * 1024  # a large CR/DX file; anything bigger is not a single 2-D image
@@ -206,36 +202,10 @@ def _references(raw: Any) -> tuple[FeatureReference, ...]:
 
 # ---- loading from the registry's directory -----------------------------------------------------------
 
-_loaded: dict[tuple[str, str, str], ImagingModel] = {}
-_load_lock = threading.Lock()
-
 
 def load_model(active: ActiveModel) -> ImagingModel:
-    """The active version's model from its own directory, cached by (directory, name, version).
-
-    The name is part of the key because the shipped task models share one directory and a version number.
-    """
-    key = (str(active.directory.resolve()), active.manifest.name, active.version)
-    with _load_lock:
-        model = _loaded.get(key)
-        if model is None:
-            model = _loaded[key] = _load_from(active)
-        return model
-
-
-def _load_from(active: ActiveModel) -> ImagingModel:
-    json_path = active.path(active.manifest.files[-1].name)
-    meta = json.loads(json_path.read_text(encoding="utf-8"))
-    blob = active.path(meta["onnx"]["file"]).read_bytes()
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != meta["onnx"]["sha256"]:
-        raise ValueError(f"{json_path}: ONNX file sha256 {digest} differs from the metadata's")
-    options = ort.SessionOptions()
-    # Small CNNs: more than a few threads only adds synchronisation (as in inference._load_cached).
-    options.intra_op_num_threads = min(4, os.cpu_count() or 1)
-    options.log_severity_level = 3
-    session = ort.InferenceSession(blob, sess_options=options, providers=["CPUExecutionProvider"])
-    return ImagingModel(meta, session)
+    """The active version's model, read from the metadata file the registry holds (cached per file)."""
+    return load_file(active.path(active.manifest.files[-1].name))
 
 
 def _model_for(active: ActiveModel, task: str) -> ImagingModel:

@@ -207,7 +207,12 @@ class ImagingModel:
     def load(cls, task: str, models_dir: Path | None = None) -> ImagingModel:
         """Load (once per process) the model of ``task``; the ONNX file must match its recorded sha256."""
         root = (models_dir or MODELS_DIR).resolve()
-        return _load_cached(task, str(root))
+        meta_path = root / f"{task}.json"
+        if not meta_path.is_file():
+            raise KeyError(
+                f"no imaging model for task {task!r}; available: {', '.join(tasks(root)) or 'none'}"
+            )
+        return load_file(meta_path)
 
     @property
     def model_version(self) -> str:
@@ -293,18 +298,21 @@ class ImagingModel:
         return self.predict_batch([np.asarray(image)], value_range)[0]
 
 
-@functools.lru_cache(maxsize=16)
-def _load_cached(task: str, models_dir: str) -> ImagingModel:
-    root = Path(models_dir)
-    meta_path = root / f"{task}.json"
-    if not meta_path.is_file():
-        raise KeyError(f"no imaging model for task {task!r}; available: {', '.join(tasks(root)) or 'none'}")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    blob = (root / meta["onnx"]["file"]).read_bytes()
+def load_file(meta_path: Path) -> ImagingModel:
+    """The model a metadata file describes (its ONNX file beside it), loaded once per process per file:
+    a shipped task model and a registry version read through the same cache."""
+    return _load_cached(str(meta_path.resolve()))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(meta_path: str) -> ImagingModel:
+    path = Path(meta_path)
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    blob = (path.parent / meta["onnx"]["file"]).read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if digest != meta["onnx"]["sha256"]:
         raise ValueError(
-            f"{task}: ONNX file sha256 {digest} differs from the metadata's {meta['onnx']['sha256']}"
+            f"{path.name}: ONNX file sha256 {digest} differs from the metadata's {meta['onnx']['sha256']}"
         )
     options = ort.SessionOptions()
     # Small CNNs: more than a few threads only adds synchronisation; keep the rest for the web app.
