@@ -35,7 +35,7 @@ from tianfu.core.model_registry.manifest import (
     ValidationData,
 )
 from tianfu.triage import urgency
-from tianfu.triage.catalogue import registry_name
+from tianfu.triage.catalogue import load_model, registry_name
 from tianfu.triage.departments import (
     CLASSIFIER_NAME,
     DepartmentRouter,
@@ -208,9 +208,17 @@ def _weights_and_json(active: ActiveModel) -> tuple[Path, Path]:
     return active.path(active.manifest.files[0].name), active.path(active.manifest.files[-1].name)
 
 
-def load_inquiry(active: ActiveModel) -> InquiryModel:
+def inquiry_path(active: ActiveModel) -> str:
+    """How an interview names the active version's files: "" for the shipped model, else their path
+    without the suffix (see :func:`tianfu.triage.catalogue.load_model`)."""
     weights, _ = _weights_and_json(active)
-    return _cached("inquiry", active, lambda: InquiryModel.load(weights.with_suffix("")))
+    return "" if weights.parent.resolve() == INQUIRY_DIR.resolve() else str(weights.with_suffix(""))
+
+
+def load_inquiry(active: ActiveModel) -> InquiryModel:
+    """The same cached model the interviews use."""
+    weights, _ = _weights_and_json(active)
+    return load_model(weights.stem, inquiry_path(active))
 
 
 def load_router(active: ActiveModel) -> DepartmentRouter:

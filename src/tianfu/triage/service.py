@@ -31,7 +31,8 @@ from tianfu.core.security.permissions import Permission, Role
 from tianfu.core.security.principal import Principal
 from tianfu.triage import interview as engine
 from tianfu.triage import urgency
-from tianfu.triage.catalogue import MODELS_DIR, registry_name
+from tianfu.triage.ai import inquiry_path
+from tianfu.triage.catalogue import registry_name
 from tianfu.triage.departments import (
     CLASSIFIER_NAME,
     DepartmentRouter,
@@ -114,9 +115,7 @@ def start(
             sex=sex,
             pain_score=pain_score,
             vitals=vitals,
-            model_path=""
-            if active.directory == MODELS_DIR
-            else str(active.manifest.files[0].with_suffix("")),
+            model_path=inquiry_path(active),
         )
     except KeyError as exc:
         raise Invalid(str(exc.args[0])) from exc
