@@ -56,21 +56,13 @@ def task_for(model: ModelVersion) -> AiTask:
 
 
 def version_row(session: Session, name: str, version: str | None) -> ModelVersion:
+    """The named version, or without one the active version (the newest when the model is off)."""
+    if version is not None:
+        return registry.find_version(session, name, version)
     rows = registry.versions(session, name)
     if not rows:
         raise NotFound(f"no model {name}")
-    if version is None:
-        row = next((r for r in rows if r.active), None) or rows[-1]
-    else:
-        row = next((r for r in rows if r.version == version), None)  # type: ignore[assignment]
-    if row is None:
-        raise NotFound(f"no model {name} version {version}")
-    return row
-
-
-def loaded(row: ModelVersion) -> ActiveModel:
-    manifest = registry.manifest_of(row)
-    return ActiveModel(manifest=manifest, directory=manifest.directory)
+    return next((r for r in rows if r.active), rows[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +167,7 @@ def execute_validation(
             raise NotFound(f"no validation run {run_id}")
         run.status = "running"
         row = version_row(session, run.model_name, run.model_version)
-        task, model = task_for(row), loaded(row)
+        task, model = task_for(row), registry.model_of(row)
         model_name, model_version, dataset = run.model_name, run.model_version, run.dataset_name
 
     last_written = [0.0]
@@ -233,17 +225,14 @@ def _detached(sessions: Callable[[], Session], run_id: str) -> ValidationRun:
 
 
 def field_performance(session: Session, model_name: str, settings: AiSettings) -> field.FieldSummary:
-    rows = registry.versions(session, model_name)
-    if not rows:
-        raise NotFound(f"no model {model_name}")
-    active = next((r for r in rows if r.active), rows[-1])
+    shown = version_row(session, model_name, None)  # drift is judged against the running version's data
     until = utcnow()
     return field.field_summary(
         session,
         model_name,
         since=until - timedelta(days=settings.field_window_days),
         until=until,
-        reference=registry.manifest_of(active).reference,
+        reference=registry.manifest_of(shown).reference,
     )
 
 

@@ -138,10 +138,7 @@ class InferenceOut(ResponseModel):
 
 
 def _model(session: Session, name: str) -> tuple[list[ModelVersion], ModelVersion]:
-    rows = registry.versions(session, name)
-    if not rows:
-        raise NotFound(f"no model {name}")
-    return rows, next((r for r in rows if r.active), rows[-1])
+    return registry.versions(session, name), service.version_row(session, name, None)
 
 
 def _model_out(session: Session, name: str) -> ModelOut:

@@ -138,6 +138,11 @@ def active_model(session: Session, name: str) -> ActiveModel | None:
     row = next((r for r in rows if r.active), None)
     if row is None:
         return None
+    return model_of(row)
+
+
+def model_of(row: ModelVersion) -> ActiveModel:
+    """A registered version as a module loads it (whether active or not: validation runs any version)."""
     manifest = manifest_of(row)
     return ActiveModel(manifest=manifest, directory=manifest.directory)
 
@@ -148,7 +153,7 @@ def _lock(session: Session, name: str) -> None:
     session.execute(select(ModelVersion.id).where(ModelVersion.name == name).with_for_update())
 
 
-def _version(session: Session, name: str, version: str) -> ModelVersion:
+def find_version(session: Session, name: str, version: str) -> ModelVersion:
     row = next((r for r in versions(session, name) if r.version == version), None)
     if row is None:
         raise NotFound(f"no model {name} version {version}")
@@ -162,7 +167,7 @@ def activate(
     if not reason.strip():
         raise Invalid("say why the model version changes")
     _lock(session, name)
-    row = _version(session, name, version)
+    row = find_version(session, name, version)
     manifest = manifest_of(row)
     if files_sha256(manifest.files) != row.sha256:
         raise Conflict(f"the files of {name} {version} changed since it was registered; refusing to activate")
