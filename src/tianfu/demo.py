@@ -78,6 +78,10 @@ ACCOUNTS = (
     DemoAccount("nurse.zhou", "周敏", "nurse", "JJSQ", ("GEN",), "护师"),
     DemoAccount("admin.jj", "锦江管理员", "admin", "JJSQ"),
     DemoAccount("patient.liu", "刘芳", "patient", "TFRM", patient_mrn="TFRM-000003"),
+    # The provincial supervision platform's API account (省级监管平台): the consultation export only.
+    # Every account belongs to an institution; the role reads nothing by institution, so TFRM is only
+    # where the account is administered.
+    DemoAccount("regulator.sc", "四川省远程医疗监管平台", "regulator", "TFRM"),
 )
 # (institution, name, family, given, gender, birth date, ward, bed, attending, reason, hours since admission)
 PATIENTS = (

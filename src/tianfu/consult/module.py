@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tianfu.consult import views
+from tianfu.consult import export, views
 from tianfu.core.kernel import Kernel
 from tianfu.core.plugins import TianfuModule
 
@@ -20,6 +20,8 @@ MODULE = TianfuModule(
     home_path="/consult",
     api_router=views.api,
     page_router=views.pages,
+    fhir_router=export.fhir_router,
+    extra_routers=(export.regulator_router,),
     templates_dir=Path(__file__).parent / "templates",
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,

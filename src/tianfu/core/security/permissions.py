@@ -17,6 +17,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     AUDITOR = "auditor"
     PATIENT = "patient"
+    REGULATOR = "regulator"  # the provincial supervision platform (省级监管平台): one export, nothing else
 
 
 CLINICAL_ROLES = frozenset({Role.NURSE, Role.PHYSICIAN, Role.RADIOLOGIST, Role.CONSULTANT})
@@ -43,6 +44,10 @@ class Permission(StrEnum):
     DEVICE_MANAGE = "device.manage"  # register bedside devices and place them at beds
     ACCOUNT_SELF = "account.self"  # change one's own password and second factor
     TRIAGE = "triage.use"  # a triage interview: a patient for herself, a clinician at the desk
+    # A consultation's whole record as FHIR: its participants (checked per consultation) and auditors.
+    CONSULT_RECORD_READ = "consult.record.read"
+    # The regulator's read-only, minimised export of consultations and their audit trail (TC-12, SEC-10).
+    CONSULT_REGULATOR_EXPORT = "consult.regulator_export"
 
 
 _CLINICIAN = {
@@ -61,9 +66,11 @@ _CLINICIAN = {
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.NURSE: frozenset(_CLINICIAN | {Permission.ENCOUNTER_WRITE, Permission.DEVICE_MANAGE}),
-    Role.PHYSICIAN: frozenset(_CLINICIAN | {Permission.PATIENT_WRITE, Permission.ENCOUNTER_WRITE}),
+    Role.PHYSICIAN: frozenset(
+        _CLINICIAN | {Permission.PATIENT_WRITE, Permission.ENCOUNTER_WRITE, Permission.CONSULT_RECORD_READ}
+    ),
     Role.RADIOLOGIST: frozenset(_CLINICIAN),
-    Role.CONSULTANT: frozenset(_CLINICIAN - {Permission.BREAK_GLASS}),
+    Role.CONSULTANT: frozenset(_CLINICIAN - {Permission.BREAK_GLASS} | {Permission.CONSULT_RECORD_READ}),
     # Admin runs the institution's registration and IT: demographics, admissions, accounts; no charts.
     Role.ADMIN: frozenset(
         {
@@ -88,8 +95,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.DIRECTORY_READ,
             Permission.AI_USAGE_READ,
             Permission.ACCOUNT_SELF,
+            Permission.CONSULT_RECORD_READ,
         }
     ),
+    # The regulator's own credentials reach the export only: no charts, no directory, no account pages
+    # (its password is managed by the administrator; an API client, not a user of the web interface).
+    Role.REGULATOR: frozenset({Permission.CONSULT_REGULATOR_EXPORT}),
     # A patient reads her own record (the care relationship allows only herself) and its access log.
     Role.PATIENT: frozenset(
         {Permission.PATIENT_READ, Permission.OWN_RECORD_READ, Permission.ACCOUNT_SELF, Permission.TRIAGE}
@@ -113,5 +124,6 @@ PURPOSE_BY_ROLE: dict[str, str] = {
     Role.ADMIN: "HOPERAT",
     Role.AUDITOR: "HSYSADMIN",
     Role.PATIENT: "PATRQT",
+    Role.REGULATOR: "HCOMPL",  # health compliance: supervision by the health authority
 }
 PURPOSE_EMERGENCY = "ETREAT"
