@@ -33,7 +33,9 @@ def _period() -> dict[str, str]:
 
 
 def test_the_regulator_role_holds_the_export_only() -> None:
-    assert ROLE_PERMISSIONS[Role.REGULATOR] == frozenset({Permission.CONSULT_REGULATOR_EXPORT})
+    assert ROLE_PERMISSIONS[Role.REGULATOR] == frozenset(
+        {Permission.CONSULT_REGULATOR_EXPORT, Permission.ACCOUNT_SELF}  # its own password, nothing else
+    )
     assert all(
         Permission.CONSULT_REGULATOR_EXPORT not in p
         for r, p in ROLE_PERMISSIONS.items()
@@ -158,9 +160,10 @@ def test_the_regulator_reads_nothing_else_and_others_cannot_export(
         "/api/v1/consult/review/consultations",
         "/api/v1/audit/events",
         "/fhir/R4/Practitioner",
-        "/api/v1/auth/me",
     ):
         assert client.get(path, headers=regulator).status_code == 403, path
+    me = client.get("/api/v1/auth/me", headers=regulator).json()
+    assert sorted(me["permissions"]) == ["account.self", "consult.regulator_export"]
     for who in ("dr.huang", "consult.zhao", "auditor", "admin", "nurse.wang", "patient.liu"):
         refused = client.get(EXPORT, params=_period(), headers=issue_token(db, who))
         assert refused.status_code == 403, who
@@ -171,4 +174,4 @@ def test_the_regulator_reads_nothing_else_and_others_cannot_export(
             AuditRecord.action == "access.denied", AuditRecord.actor_username == "regulator.sc"
         )
     ).all()
-    assert len(denied) == 9
+    assert len(denied) == 8

@@ -33,6 +33,7 @@ ROLES = {
     "admin": "admin",
     "auditor": "auditor",
     "patient": "patient.liu",
+    "regulator": "regulator.sc",
 }
 
 

@@ -98,9 +98,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CONSULT_RECORD_READ,
         }
     ),
-    # The regulator's own credentials reach the export only: no charts, no directory, no account pages
-    # (its password is managed by the administrator; an API client, not a user of the web interface).
-    Role.REGULATOR: frozenset({Permission.CONSULT_REGULATOR_EXPORT}),
+    # The regulator's own credentials reach the export only: no charts, no directory, no audit trail.
+    # ACCOUNT_SELF (as every role) lets it rotate its own password and second factor and revoke a token.
+    Role.REGULATOR: frozenset({Permission.CONSULT_REGULATOR_EXPORT, Permission.ACCOUNT_SELF}),
     # A patient reads her own record (the care relationship allows only herself) and its access log.
     Role.PATIENT: frozenset(
         {Permission.PATIENT_READ, Permission.OWN_RECORD_READ, Permission.ACCOUNT_SELF, Permission.TRIAGE}
