@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.conftest import Demo, issue_token
-from tests.consult.test_fhir import run_full_consultation
+from tests.consult.test_fhir import _references, run_full_consultation
 from tianfu.consult import fhir_binding
 from tianfu.consult.demo import seed as seed_consult
 from tianfu.core.audit.models import AuditRecord
@@ -100,6 +100,9 @@ def test_export_is_minimised_valid_and_audited(
         "complete",
         "record-decision",
     ]
+    # Every reference resolves inside the export: nothing points at what the regulator cannot read.
+    inside = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+    assert set(_references(bundle["entry"])) <= inside
     # The same patient keeps the same pseudonym in the next export (the regulator can follow her).
     again = client.get(EXPORT, params={**_period(), "format": "ndjson"}, headers=regulator)
     assert again.headers["content-type"].startswith("application/fhir+ndjson")

@@ -87,6 +87,8 @@ def _headers(path: str) -> dict[str, str]:
         if path.startswith(("/api/v1/users", "/api/v1/dead-letters"))
         else "auditor"
         if "/audit" in path
+        else "regulator.sc"
+        if "/regulator/" in path
         else "dr.zhang"
     )
     if username not in _tokens:

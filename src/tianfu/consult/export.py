@@ -320,7 +320,7 @@ def regulator_resources(
                 row,
                 history,
                 patient_reference=reference,
-                with_free_text=False,
+                minimised=True,
                 extensions=_summary_extensions(session, row, int(message_counts.get(row.id, 0))),
             )
         )
@@ -329,7 +329,7 @@ def regulator_resources(
             resources.append(
                 fhir.pseudonymous_patient(alias, patient.gender, age_band(patient.birth_date, row.created_at))
             )
-        resources += [fhir.transition_provenance(row, h, with_free_text=False) for h in history]
+        resources += [fhir.transition_provenance(row, h, minimised=True) for h in history]
         resources += [
             fhir.audit_event(row, r, patient_reference=reference)
             for r in audit_by_consultation.get(row.id, [])

@@ -221,17 +221,17 @@ def task(
     latest_opinion: OpinionVersion | None = None,
     *,
     patient_reference: Mapping[str, Any] | None = None,
-    with_free_text: bool = True,
+    minimised: bool = False,
     extensions: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The Task. ``with_free_text=False`` leaves out statusReason (the regulator's minimised view)."""
+    """The Task. ``minimised``: the regulator's view, without statusReason (free text) and without the
+    ServiceRequest links (the order, with its clinical text, is not exported to the regulator)."""
     code = business_status_code(row)
     resource: dict[str, Any] = {
         "resourceType": "Task",
         "id": row.id,
         "meta": {"lastUpdated": iso(row.updated_at)},
         "identifier": [{"system": "urn:tianfu:consultation", "value": row.id}],
-        "basedOn": [_ref("ServiceRequest", row.id)],
         "status": row.status,
         "businessStatus": {
             "coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": code, "display": row.business_status}],
@@ -248,9 +248,10 @@ def task(
         if row.assigned_consultant_id
         else _ref("Organization", row.invited_institution_id),
     }
-    if with_free_text:
+    if not minimised:
+        resource["basedOn"] = [_ref("ServiceRequest", row.id)]
         resource["focus"] = _ref("ServiceRequest", row.id)
-    if with_free_text and _text(row.status_reason):
+    if not minimised and _text(row.status_reason):
         resource["statusReason"] = {"text": row.status_reason}
     if row.response_due_at is not None or row.submitted_at is not None:
         resource["restriction"] = {"period": _period(row.submitted_at, row.response_due_at)}
@@ -500,7 +501,7 @@ def signature_provenance(
 
 
 def transition_provenance(
-    row: Consultation, change: ConsultStatusChange, *, with_free_text: bool = True
+    row: Consultation, change: ConsultStatusChange, *, minimised: bool = False
 ) -> dict[str, Any]:
     action = wf.Action(change.action)
     resource: dict[str, Any] = {
@@ -520,7 +521,7 @@ def transition_provenance(
             }
         ],
     }
-    if with_free_text and _text(change.reason):
+    if not minimised and _text(change.reason):
         resource["reason"] = [{"text": change.reason}]
     return translators.dump(Provenance.model_validate(resource))
 
