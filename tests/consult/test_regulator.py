@@ -111,7 +111,9 @@ def test_export_is_minimised_valid_and_audited(
     assert again.headers["x-total-count"] == "1"
 
     # Each export is its own audited action, naming the patient.
-    exports = db.scalars(select(AuditRecord).where(AuditRecord.action == "consult.regulator.export")).all()
+    exports = db.scalars(
+        select(AuditRecord).where(AuditRecord.action == "consult.regulator.export").order_by(AuditRecord.seq)
+    ).all()
     assert len(exports) == 2
     assert exports[0].actor_username == "regulator.sc"
     assert exports[0].detail["count"] == 1
