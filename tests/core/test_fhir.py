@@ -117,7 +117,7 @@ def test_encounter_search_and_read(client: TestClient, token_for: Login, demo: D
 
 
 @pytest.mark.parametrize(
-    ("resource", "expected"), [("Practitioner", 11), ("Organization", 2), ("Location", 47)]
+    ("resource", "expected"), [("Practitioner", 12), ("Organization", 2), ("Location", 47)]
 )
 def test_directory_resources(client: TestClient, token_for: Login, resource: str, expected: int) -> None:
     bundle = _bundle(
