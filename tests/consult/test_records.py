@@ -148,7 +148,7 @@ def test_attachments_upload_list_download_and_cite(
 def test_attachments_refused_types_sizes_and_people(
     client: TestClient, db: Session, demo: Demo, network: None
 ) -> None:
-    cid, huang, zhao = _in_progress(client, db, demo)
+    cid, huang, _zhao = _in_progress(client, db, demo)
     exe = _upload(
         client, cid, huang, b"MZ\x90\x00\x03" + b"\x00" * 40, "virus.exe", "application/x-msdownload"
     )
@@ -236,12 +236,14 @@ def test_consultant_loses_the_chart_but_keeps_the_record(
     assert chart.status_code in (403, 404), chart.text
     assert client.get(f"{API}/consultations/{cid}", headers=zhao).json()["status"] == "completed"
     signed = client.get(f"{API}/consultations/{cid}/opinion", headers=zhao).json()
-    assert signed["signed"] is True and signed["valid"] is True
+    assert signed["signed"] is True
+    assert signed["valid"] is True
     db.expire_all()
     grants = db.scalars(
         select(CareGrant).where(CareGrant.patient_id == patient, CareGrant.reason == f"consultation {cid}")
     ).all()
-    assert len(grants) == 1 and grants[0].revoked_at is not None
+    assert len(grants) == 1
+    assert grants[0].revoked_at is not None
     db.rollback()
     # The inviting physician's own access is untouched.
     assert client.get(f"/api/v1/patients/{patient}", headers=huang).status_code == 200
@@ -329,7 +331,7 @@ def test_agreements_are_managed_by_the_institutions_administrators(
     _consent(client, cid, huang, "patient-privacy")
     refused = _act(client, cid, "submit", huang)
     assert refused.status_code == 422
-    assert [e["code"] for e in refused.json()["errors"]][0].startswith("agreement.")
+    assert next(e["code"] for e in refused.json()["errors"]).startswith("agreement.")
     # A new agreement, recorded by the other side's administrator, lets it through.
     new = client.post(
         f"{API}/agreements",
@@ -449,13 +451,14 @@ def test_detail_shows_deadline_notices_and_the_queue_overdue(
     detail = client.get(f"{API}/consultations/{cid}", headers=huang).json()
     assert [(n["stage"], n["kind"]) for n in detail["deadline_notices"]] == [("acknowledge", "escalation")]
     queue = client.get(f"{API}/consultations/incoming", headers=zhao).json()["items"]
-    assert queue[0]["id"] == cid and queue[0]["response_due_at"] == submitted["response_due_at"]
+    assert queue[0]["id"] == cid
+    assert queue[0]["response_due_at"] == submitted["response_due_at"]
 
 
 def test_messages_keep_working_without_attachments(
     client: TestClient, db: Session, demo: Demo, network: None
 ) -> None:
-    cid, huang, zhao = _in_progress(client, db, demo)
+    cid, _huang, zhao = _in_progress(client, db, demo)
     posted = client.post(f"{API}/consultations/{cid}/messages", json={"body": "请补充心电图"}, headers=zhao)
     assert posted.json()["attachment_ids"] == []
     stored = db.scalars(select(ConsultMessage).where(ConsultMessage.id == posted.json()["id"])).one()
