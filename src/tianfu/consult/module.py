@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tianfu.consult import export, views
+from tianfu.consult.attachments import MAX_ATTACHMENT_BYTES, MULTIPART_OVERHEAD, UPLOAD_PATH_PREFIX
+from tianfu.consult.timers import start_deadline_timers
 from tianfu.core.kernel import Kernel
 from tianfu.core.plugins import TianfuModule
 
@@ -25,4 +27,9 @@ MODULE = TianfuModule(
     templates_dir=Path(__file__).parent / "templates",
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,
+    services=(start_deadline_timers,),
+    # Attachments (20 MB) are posted under /consultations/{id}/attachments; the prefix cannot name the
+    # id, so every route under /consultations/ may carry that much, and the JSON ones still validate
+    # their fields' lengths. The upload route refuses a file over MAX_ATTACHMENT_BYTES itself.
+    larger_body_limits=((UPLOAD_PATH_PREFIX, MAX_ATTACHMENT_BYTES + MULTIPART_OVERHEAD),),
 )

@@ -34,6 +34,7 @@ from tianfu.consult.tables import (
     ConsultantQualification,
     Consultation,
     ConsultConsent,
+    ConsultDeadlineNotice,
     ConsultMessage,
     ConsultStatusChange,
     CooperationAgreement,
@@ -64,9 +65,12 @@ LIST_LIMIT = 100
 
 
 def actor_for(principal: Principal) -> wf.Actor:
+    # The institution's administrator (医务科/病案 in a small institution) is the privileged role that
+    # marks a consultation entered-in-error (§4); the workflow checks it is one of the two institutions.
     roles = {
         Role.PHYSICIAN: frozenset({wf.StaffRole.PHYSICIAN}),
         Role.CONSULTANT: frozenset({wf.StaffRole.CONSULTANT}),
+        Role.ADMIN: frozenset({wf.StaffRole.RECORDS_OFFICER}),
     }.get(Role(principal.role), frozenset())
     return wf.Actor(principal.user_id, principal.organization_id or "", roles)
 
@@ -323,6 +327,9 @@ def _audit(
         purpose=principal.purpose,
         detail=detail,
     )
+
+
+audit_consultation = _audit
 
 
 def load(session: Session, principal: Principal, consultation_id: str) -> Consultation:
@@ -586,6 +593,23 @@ def transition(
 ) -> Consultation:
     """Fire ``action``: the one path of every status change."""
     row = load(session, principal, consultation_id)
+    return fire(
+        session, audit, principal, row, action, reason=reason, consultant_id=consultant_id, decision=decision
+    )
+
+
+def fire(
+    session: Session,
+    audit: AuditLog,
+    principal: Principal,
+    row: Consultation,
+    action: wf.Action,
+    *,
+    reason: str | None = None,
+    consultant_id: str | None = None,
+    decision: str | None = None,
+) -> Consultation:
+    """Fire ``action`` on a consultation the caller was already found entitled to see."""
     before = snapshot(session, row)
     consultant = None
     if action is wf.Action.ACCEPT:
@@ -612,8 +636,69 @@ def transition(
     )
     if action is wf.Action.ACCEPT and row.assigned_consultant_id is not None:
         _share_patient(session, audit, principal, row)
+    if row.status in ACCESS_ENDS:
+        end_patient_access(session, audit, principal, row)
     _enqueue_effects(session, row, outcome)
     return row
+
+
+def mark_entered_in_error(
+    session: Session, audit: AuditLog, principal: Principal, consultation_id: str, reason: str
+) -> Consultation:
+    """The privileged role (an administrator of either institution) marks the consultation entered in
+    error, with a reason; the record and its history are kept, never deleted (§4)."""
+    row = session.get(Consultation, consultation_id)
+    if (
+        row is None
+        or principal.role != Role.ADMIN
+        or principal.organization_id not in (row.inviting_institution_id, row.invited_institution_id)
+    ):
+        raise NotFound(f"no consultation {consultation_id}")
+    return fire(session, audit, principal, row, wf.Action.MARK_ENTERED_IN_ERROR, reason=reason)
+
+
+# The consultant's view of the patient's chart ends with the consultation; the consultation record
+# itself (and its signed opinion) stays readable to both sides, who both keep it (TC-09).
+ACCESS_ENDS = frozenset(
+    {
+        wf.TaskStatus.COMPLETED,
+        wf.TaskStatus.FAILED,
+        wf.TaskStatus.CANCELLED,
+        wf.TaskStatus.REJECTED,
+        wf.TaskStatus.ENTERED_IN_ERROR,
+    }
+)
+
+
+def _grant_reason(row: Consultation) -> str:
+    return f"consultation {row.id}"
+
+
+def end_patient_access(session: Session, audit: AuditLog, principal: Principal, row: Consultation) -> int:
+    """Revoke this consultation's care grant(s) to the patient; returns how many were revoked."""
+    now = utcnow()
+    grants = session.scalars(
+        select(CareGrant).where(
+            CareGrant.patient_id == row.patient_id,
+            CareGrant.kind == "consultation",
+            CareGrant.reason == _grant_reason(row),
+            CareGrant.revoked_at.is_(None),
+        )
+    ).all()
+    for grant in grants:
+        grant.revoked_at = now
+        audit.record(
+            session,
+            actor=principal.actor,
+            action="patient.grant.revoke",
+            action_type="U",
+            resource_type="CareGrant",
+            resource_id=grant.id,
+            patient_ids=[row.patient_id],
+            purpose=principal.purpose,
+            detail={"user": grant.user_id, "consultation": row.id, "status": row.status},
+        )
+    return len(grants)
 
 
 def _share_patient(session: Session, audit: AuditLog, principal: Principal, row: Consultation) -> None:
@@ -624,6 +709,7 @@ def _share_patient(session: Session, audit: AuditLog, principal: Principal, row:
             CareGrant.user_id == row.assigned_consultant_id,
             CareGrant.patient_id == row.patient_id,
             CareGrant.kind == "consultation",
+            CareGrant.reason == _grant_reason(row),
             CareGrant.revoked_at.is_(None),
             or_(CareGrant.expires_at.is_(None), CareGrant.expires_at > now),
         )
@@ -636,7 +722,7 @@ def _share_patient(session: Session, audit: AuditLog, principal: Principal, row:
             user_id=row.assigned_consultant_id,
             patient_id=row.patient_id,
             kind="consultation",
-            reason=f"consultation {row.id}",
+            reason=_grant_reason(row),
             expires_at=now + CONSULTANT_ACCESS,
         )
 
@@ -727,10 +813,14 @@ def post_message(
     *,
     body: str,
     in_response_to_id: str | None = None,
+    attachment_ids: Sequence[str] = (),
 ) -> ConsultMessage:
+    from tianfu.consult.attachments import check_ids
+
     row = load(session, principal, consultation_id)
     if row.status in CLOSED_FOR_MESSAGES:
         raise Invalid(f"no discussion on a consultation that is {row.status}")
+    attached = check_ids(session, row.id, attachment_ids)
     if in_response_to_id is not None:
         parent = session.get(ConsultMessage, in_response_to_id)
         if parent is None or parent.consultation_id != row.id:
@@ -741,15 +831,29 @@ def post_message(
         author_institution_id=principal.organization_id,
         in_response_to_id=in_response_to_id,
         body=body,
+        attachment_ids=attached,
         sent_at=utcnow(),
     )
     session.add(message)
     session.flush()
-    _audit(session, audit, principal, row, "consult.message.post", "C", {"message": message.id})
+    _audit(
+        session,
+        audit,
+        principal,
+        row,
+        "consult.message.post",
+        "C",
+        {"message": message.id, "attachments": attached},
+    )
     enqueue(
         session,
         "tianfu.consult.message-posted",
-        {"consultation_id": row.id, "message_id": message.id, "author_id": principal.user_id},
+        {
+            "consultation_id": row.id,
+            "message_id": message.id,
+            "author_id": principal.user_id,
+            "attachment_ids": attached,
+        },
     )
     return message
 
@@ -991,14 +1095,24 @@ def review_get(session: Session, audit: AuditLog, principal: Principal, consulta
 
 
 def record_agreement(
-    session: Session, *, first: str, second: str, title: str, valid_from: datetime, by: str | None = None
+    session: Session,
+    *,
+    first: str,
+    second: str,
+    title: str,
+    valid_from: datetime,
+    by: str | None = None,
+    valid_until: datetime | None = None,
+    document_ref: str = "",
 ) -> CooperationAgreement:
     row = CooperationAgreement(
         first_institution_id=first,
         second_institution_id=second,
         title=title,
+        document_ref=document_ref,
         status=wf.AgreementStatus.ACTIVE.value,
         valid_from=valid_from,
+        valid_until=valid_until,
         recorded_by_id=by,
     )
     session.add(row)
@@ -1013,6 +1127,9 @@ def record_qualification(
     title: wf.ProfessionalTitle,
     independent_practice_since: date,
     licence_valid_until: date | None = None,
+    licence_number: str | None = None,
+    licence_suspended: bool = False,
+    by: str | None = None,
 ) -> ConsultantQualification:
     now = utcnow()
     for old in session.scalars(
@@ -1024,12 +1141,22 @@ def record_qualification(
     row = ConsultantQualification(
         user_id=user.id,
         institution_id=user.organization_id or "",
-        licence_number=user.licence_number,
+        licence_number=user.licence_number if licence_number is None else licence_number,
         licence_valid_until=licence_valid_until,
+        licence_suspended=licence_suspended,
         independent_practice_since=independent_practice_since,
         specialties=specialties,
         title=int(title),
+        recorded_by_id=by,
         recorded_at=now,
     )
     session.add(row)
     return row
+
+
+def deadline_notices(session: Session, consultation_id: str) -> Sequence[ConsultDeadlineNotice]:
+    return session.scalars(
+        select(ConsultDeadlineNotice)
+        .where(ConsultDeadlineNotice.consultation_id == consultation_id)
+        .order_by(ConsultDeadlineNotice.sent_at, ConsultDeadlineNotice.id)
+    ).all()

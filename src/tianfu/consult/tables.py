@@ -2,14 +2,26 @@
 
 A consultation row holds the current state; every transition is a row of ``consult_status_change``;
 an opinion is a chain of signed, append-only versions; consents and agreements are withdrawn or
-terminated by a time stamp, never removed. Attachments to messages are a later step.
+terminated by a time stamp, never removed: :mod:`tianfu.consult.retention` refuses every ORM delete of
+these rows and gives each clinical row a ``retain_until`` (its retention class, SEC-08).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tianfu.core.db import Base, IdColumn, UTCDateTime, utcnow
@@ -31,6 +43,9 @@ class CooperationAgreement(Base):
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # exclusive
     recorded_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    terminated_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
+    termination_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class ConsultantQualification(Base):
@@ -51,6 +66,8 @@ class ConsultantQualification(Base):
     recorded_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    superseded_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
+    supersede_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class Consultation(Base):
@@ -99,6 +116,12 @@ class Consultation(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Retention (SEC-08): set at creation by retention.py; a legal hold (封存) keeps everything past it.
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    legal_hold_reason: Mapped[str] = mapped_column(Text, default="")
+    legal_hold_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
+    legal_hold_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ConsultStatusChange(Base):
@@ -117,7 +140,8 @@ class ConsultStatusChange(Base):
 
 
 class ConsultMessage(Base):
-    """Store-and-forward discussion (Communication), the 3-year 图文对话 record. Text only for now."""
+    """Store-and-forward discussion (Communication), the 3-year 图文对话 record; it may cite the
+    consultation's attachments (``attachment_ids``)."""
 
     __tablename__ = "consult_message"
     __table_args__ = (Index("ix_consult_message_thread", "consultation_id", "sent_at"),)
@@ -128,7 +152,9 @@ class ConsultMessage(Base):
     author_institution_id: Mapped[str | None] = mapped_column(ForeignKey("organization.id"))
     in_response_to_id: Mapped[str | None] = mapped_column(ForeignKey("consult_message.id"))
     body: Mapped[str] = mapped_column(Text)
+    attachment_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ConsultConsent(Base):
@@ -150,6 +176,7 @@ class ConsultConsent(Base):
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     withdrawn_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     withdrawal_reason: Mapped[str] = mapped_column(Text, default="")
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class OpinionVersion(Base):
@@ -176,6 +203,7 @@ class OpinionVersion(Base):
     public_key_fingerprint: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(Text)  # base64
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class SignerKey(Base):
@@ -196,3 +224,67 @@ class SignerKey(Base):
     private_key_sealed: Mapped[str | None] = mapped_column(Text)  # SecretBox(PKCS#8 PEM + its password)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ConsultAttachment(Base):
+    """A file of the store-and-forward discussion (Media / DocumentReference): a scan, an ECG, a
+    DICOM object. The bytes live in this row, encrypted (AES-256-GCM, key derived from the platform
+    secret key, which is kept outside the database); ``sha256`` is of the plain bytes."""
+
+    __tablename__ = "consult_attachment"
+    __table_args__ = (Index("ix_consult_attachment_consultation", "consultation_id", "created_at"),)
+
+    id: Mapped[str] = IdColumn()
+    consultation_id: Mapped[str] = mapped_column(ForeignKey("consultation.id"))
+    uploaded_by_id: Mapped[str] = mapped_column(ForeignKey("app_user.id"))
+    institution_id: Mapped[str | None] = mapped_column(ForeignKey("organization.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    content_sealed: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # nonce ‖ AES-GCM output
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ConsultDeadlineNotice(Base):
+    """A response-deadline reminder or escalation that was sent (TC-04): once per stage and kind."""
+
+    __tablename__ = "consult_deadline_notice"
+    __table_args__ = (
+        UniqueConstraint("consultation_id", "stage", "kind", name="uq_consult_deadline_notice"),
+    )
+
+    id: Mapped[str] = IdColumn()
+    consultation_id: Mapped[str] = mapped_column(ForeignKey("consultation.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(16))  # workflow.SlaStage
+    kind: Mapped[str] = mapped_column(String(16))  # reminder | escalation
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the response deadline it is about
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ConsultAppointment(Base):
+    """A proposed live session (FHIR Appointment + the counter-party's AppointmentResponse)."""
+
+    __tablename__ = "consult_appointment"
+
+    id: Mapped[str] = IdColumn()
+    consultation_id: Mapped[str] = mapped_column(ForeignKey("consultation.id"), index=True)
+    proposed_by_id: Mapped[str] = mapped_column(ForeignKey("app_user.id"))
+    proposer_institution_id: Mapped[str | None] = mapped_column(ForeignKey("organization.id"))
+    start: Mapped[datetime] = mapped_column(UTCDateTime())
+    end: Mapped[datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="proposed")  # proposed | booked | declined
+    responded_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
+    responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# The guard against deletes and the retain_until stamps are listeners on every ORM session.
+from tianfu.consult import retention as _retention  # noqa: E402
+
+_retention.install()

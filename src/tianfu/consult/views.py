@@ -1,26 +1,36 @@
 """Remote consultation's API (/api/v1/consult) and its first page (/consult: my requests, incoming queue).
 
 Every route requires a permission; whether the caller takes part in the consultation is checked by the
-service (404 for everybody else). Auditors read through /api/v1/consult/review, read-only and audited.
+service (404 for everybody else). Auditors read through /api/v1/consult/review, read-only and audited
+(they may also place a legal hold). Institution administrators (``user.manage``) manage agreements,
+qualifications, legal holds and entered-in-error for their own institution's side.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from tianfu.consult import service
+from tianfu.consult import admin, attachments, scheduling, service
 from tianfu.consult import workflow as wf
-from tianfu.consult.tables import Consultation, ConsultConsent, ConsultMessage
+from tianfu.consult.tables import (
+    ConsultAppointment,
+    Consultation,
+    ConsultAttachment,
+    ConsultConsent,
+    ConsultMessage,
+)
+from tianfu.core.db import utcnow
 from tianfu.core.http.deps import DbDep, KernelDep, require
 from tianfu.core.http.problems import PROBLEM_RESPONSES
 from tianfu.core.http.schemas import IsoDateTime, RequestModel, ResponseModel
+from tianfu.core.identity.models import User
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 from tianfu.web.rendering import render
@@ -31,6 +41,7 @@ pages = APIRouter(prefix="/consult", include_in_schema=False)
 Reader = Annotated[Principal, Depends(require(Permission.CLINICAL_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.CLINICAL_WRITE))]
 Auditor = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
+Admin = Annotated[Principal, Depends(require(Permission.USER_MANAGE))]
 Id = Annotated[str, Path(max_length=64)]
 Text = Annotated[str, Field(max_length=4000)]
 # The transitions fired by a plain action; complete (by signing) and record-decision have their own routes.
@@ -69,6 +80,48 @@ class ActionIn(RequestModel):
 class MessageIn(RequestModel):
     body: str = Field(min_length=1, max_length=8000)
     in_response_to_id: str | None = Field(None, max_length=36)
+    attachment_ids: list[Annotated[str, Field(max_length=36)]] = Field(
+        default_factory=list, max_length=20, description="attachments of this consultation the message cites"
+    )
+
+
+class ReasonIn(RequestModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class LegalHoldIn(RequestModel):
+    hold: bool = Field(description="true places the hold (封存), false lifts it")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ScheduleIn(RequestModel):
+    start: IsoDateTime
+    end: IsoDateTime
+    note: str = Field("", max_length=2000)
+
+
+class ScheduleResponseIn(RequestModel):
+    accept: bool
+
+
+class AgreementIn(RequestModel):
+    other_institution_id: str = Field(max_length=36)
+    title: str = Field(min_length=1, max_length=200)
+    valid_from: IsoDateTime
+    valid_until: IsoDateTime | None = None
+    document_ref: str = Field("", max_length=300, description="the signed agreement (scan, archive id)")
+
+
+class QualificationIn(RequestModel):
+    user_id: str = Field(max_length=36)
+    specialties: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        min_length=1, max_length=20
+    )
+    title: int = Field(ge=1, le=4, description="1 住院医师 … 4 主任医师")
+    independent_practice_since: date
+    licence_number: str | None = Field(None, max_length=64, description="default: the staff directory's")
+    licence_valid_until: date | None = None
+    licence_suspended: bool = False
 
 
 class OpinionIn(RequestModel):
@@ -110,6 +163,26 @@ class StatusChangeOut(ResponseModel):
     at: datetime
 
 
+class NoticeOut(ResponseModel):
+    stage: str
+    kind: str
+    due_at: datetime
+    sent_at: datetime
+
+
+class AppointmentOut(ResponseModel):
+    id: str
+    proposed_by_id: str
+    proposer_institution_id: str | None
+    start: datetime
+    end: datetime
+    note: str
+    status: str
+    responded_by_id: str | None
+    responded_at: datetime | None
+    created_at: datetime
+
+
 class ConsultationOut(ResponseModel):
     id: str
     patient_id: str
@@ -139,8 +212,14 @@ class ConsultationOut(ResponseModel):
     decision_text: str | None
     decided_at: datetime | None
     created_at: datetime
+    retain_until: datetime | None = None
+    legal_hold: bool = False
+    legal_hold_reason: str = ""
+    overdue: bool = Field(False, description="a response is owed and its deadline has passed")
     actions: list[str] = Field(default_factory=list)
     history: list[StatusChangeOut] = Field(default_factory=list)
+    deadline_notices: list[NoticeOut] = Field(default_factory=list)
+    appointments: list[AppointmentOut] = Field(default_factory=list)
 
 
 class ConsultationListOut(ResponseModel):
@@ -153,7 +232,75 @@ class MessageOut(ResponseModel):
     author_institution_id: str | None
     in_response_to_id: str | None
     body: str
+    attachment_ids: list[str] = Field(default_factory=list)
     sent_at: datetime
+
+
+class AttachmentOut(ResponseModel):
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    description: str
+    uploaded_by: str
+    uploaded_by_name: str
+    institution_id: str | None
+    created_at: datetime
+
+
+class AttachmentListOut(ResponseModel):
+    items: list[AttachmentOut]
+
+
+class AgreementOut(ResponseModel):
+    id: str
+    first_institution_id: str
+    second_institution_id: str
+    title: str
+    document_ref: str
+    status: str
+    valid_from: datetime
+    valid_until: datetime | None
+    recorded_by_id: str | None
+    recorded_at: datetime
+    terminated_at: datetime | None
+    termination_reason: str
+
+
+class AgreementListOut(ResponseModel):
+    items: list[AgreementOut]
+
+
+class QualificationOut(ResponseModel):
+    id: str
+    user_id: str
+    institution_id: str
+    licence_number: str
+    licence_valid_until: date | None
+    licence_suspended: bool
+    independent_practice_since: date | None
+    specialties: list[str]
+    title: int | None
+    recorded_by_id: str | None
+    recorded_at: datetime
+    superseded_at: datetime | None
+    supersede_reason: str
+
+
+class QualificationListOut(ResponseModel):
+    items: list[QualificationOut]
+
+
+class DueRecordOut(ResponseModel):
+    table: str
+    id: str
+    consultation_id: str
+    retain_until: datetime
+
+
+class RetentionOut(ResponseModel):
+    items: list[DueRecordOut]
 
 
 class ConsentOut(ResponseModel):
@@ -205,6 +352,7 @@ class CasePacketOut(ResponseModel):
 def consultation_out(row: Consultation, history: list[StatusChangeOut] | None = None) -> ConsultationOut:
     out = ConsultationOut.model_validate(row)
     out.history = history or []
+    out.overdue = row.response_due_at is not None and utcnow() >= row.response_due_at
     return out
 
 
@@ -214,7 +362,25 @@ def _detail(session: Session, row: Consultation, principal: Principal) -> Consul
     )
     snapshot = service.snapshot(session, row)
     out.actions = [a.value for a in wf.available_actions(snapshot, service.actor_for(principal))]
+    out.deadline_notices = [NoticeOut.model_validate(n) for n in service.deadline_notices(session, row.id)]
+    out.appointments = [AppointmentOut.model_validate(a) for a in scheduling.appointments(session, row.id)]
     return out
+
+
+def _attachment_out(session: Session, row: ConsultAttachment) -> AttachmentOut:
+    uploader = session.get(User, row.uploaded_by_id)
+    return AttachmentOut(
+        id=row.id,
+        filename=row.filename,
+        content_type=row.content_type,
+        size=row.size,
+        sha256=row.sha256,
+        description=row.description,
+        uploaded_by=row.uploaded_by_id,
+        uploaded_by_name=uploader.display_name if uploader is not None else "",
+        institution_id=row.institution_id,
+        created_at=row.created_at,
+    )
 
 
 @api.post("/consultations", status_code=201, summary="Create a draft consultation request")
@@ -264,6 +430,36 @@ def update(
 ) -> ConsultationOut:
     row = service.update_draft(session, kernel.audit, principal, consultation_id, body.fields())
     out = _detail(session, row, principal)
+    session.commit()
+    return out
+
+
+@api.post(
+    "/consultations/{consultation_id}/actions/entered-in-error",
+    summary="Mark entered in error (an administrator of either institution; mandatory reason; kept)",
+)
+def entered_in_error(
+    kernel: KernelDep, session: DbDep, principal: Admin, consultation_id: Id, body: ReasonIn
+) -> ConsultationOut:
+    row = service.mark_entered_in_error(session, kernel.audit, principal, consultation_id, body.reason)
+    out = consultation_out(
+        row, history=[StatusChangeOut.model_validate(h) for h in service.history(session, row.id)]
+    )
+    session.commit()
+    return out
+
+
+@api.post(
+    "/consultations/{consultation_id}/legal-hold",
+    summary="Place or lift a legal hold (an administrator of either institution)",
+)
+def legal_hold(
+    kernel: KernelDep, session: DbDep, principal: Admin, consultation_id: Id, body: LegalHoldIn
+) -> ConsultationOut:
+    row = admin.set_legal_hold(
+        session, kernel.audit, principal, consultation_id, hold=body.hold, reason=body.reason
+    )
+    out = consultation_out(row)
     session.commit()
     return out
 
@@ -327,6 +523,7 @@ def post_message(
         consultation_id,
         body=body.body,
         in_response_to_id=body.in_response_to_id,
+        attachment_ids=body.attachment_ids,
     )
     out = MessageOut.model_validate(message)
     session.commit()
@@ -485,6 +682,234 @@ def review_read(
     row = service.review_get(session, kernel.audit, principal, consultation_id)
     out = consultation_out(
         row, history=[StatusChangeOut.model_validate(h) for h in service.history(session, row.id)]
+    )
+    session.commit()
+    return out
+
+
+# ---- attachments ---------------------------------------------------------------------------------
+
+
+def _cipher(kernel: Any) -> attachments.AttachmentCipher:
+    return attachments.AttachmentCipher(kernel.secret_key)
+
+
+@api.post(
+    "/consultations/{consultation_id}/attachments",
+    status_code=201,
+    summary="Upload a file (PDF, PNG, JPEG, DICOM, plain text; at most 20 MB)",
+)
+def upload_attachment(
+    kernel: KernelDep,
+    session: DbDep,
+    principal: Writer,
+    consultation_id: Id,
+    file: Annotated[UploadFile, File(description="the file")],
+    description: Annotated[str, Form(max_length=2000)] = "",
+) -> AttachmentOut:
+    data = file.file.read(attachments.MAX_ATTACHMENT_BYTES + 1)
+    row = attachments.upload(
+        session,
+        kernel.audit,
+        _cipher(kernel),
+        principal,
+        consultation_id,
+        filename=file.filename,
+        declared_type=file.content_type,
+        data=data,
+        description=description.strip(),
+    )
+    out = _attachment_out(session, row)
+    session.commit()
+    return out
+
+
+@api.get("/consultations/{consultation_id}/attachments", summary="The consultation's files, oldest first")
+def list_attachments(
+    kernel: KernelDep, session: DbDep, principal: Reader, consultation_id: Id
+) -> AttachmentListOut:
+    rows = attachments.listing(session, kernel.audit, principal, consultation_id)
+    out = AttachmentListOut(items=[_attachment_out(session, r) for r in rows])
+    session.commit()
+    return out
+
+
+@api.get(
+    "/consultations/{consultation_id}/attachments/{attachment_id}",
+    summary="Download a file (as an attachment, never rendered inline)",
+    response_class=Response,
+    responses={200: {"content": {t: {} for t in sorted(attachments.ALLOWED_TYPES)}}},
+)
+def download_attachment(
+    kernel: KernelDep, session: DbDep, principal: Reader, consultation_id: Id, attachment_id: Id
+) -> Response:
+    row, data = attachments.download(
+        session, kernel.audit, _cipher(kernel), principal, consultation_id, attachment_id
+    )
+    headers = {
+        "Content-Disposition": attachments.content_disposition(row.filename),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+        "Digest": f"sha-256={row.sha256}",
+    }
+    media_type = row.content_type
+    session.commit()
+    return Response(content=data, media_type=media_type, headers=headers)
+
+
+# ---- a live session ------------------------------------------------------------------------------
+
+
+@api.post(
+    "/consultations/{consultation_id}/schedule",
+    status_code=201,
+    summary="Propose a live session (accepted or in progress); the other institution books or declines it",
+)
+def propose_session(
+    kernel: KernelDep, session: DbDep, principal: Writer, consultation_id: Id, body: ScheduleIn
+) -> AppointmentOut:
+    row: ConsultAppointment = scheduling.propose(
+        session, kernel.audit, principal, consultation_id, start=body.start, end=body.end, note=body.note
+    )
+    out = AppointmentOut.model_validate(row)
+    session.commit()
+    return out
+
+
+@api.post(
+    "/consultations/{consultation_id}/schedule/{appointment_id}/respond",
+    summary="Book (accept) or decline a proposed live session",
+)
+def respond_session(
+    kernel: KernelDep,
+    session: DbDep,
+    principal: Writer,
+    consultation_id: Id,
+    appointment_id: Id,
+    body: ScheduleResponseIn,
+) -> AppointmentOut:
+    row = scheduling.respond(
+        session, kernel.audit, principal, consultation_id, appointment_id, accept=body.accept
+    )
+    out = AppointmentOut.model_validate(row)
+    session.commit()
+    return out
+
+
+# ---- administration ------------------------------------------------------------------------------
+
+
+@api.get("/agreements", summary="Administrator: my institution's co-operation agreements (TC-01)")
+def list_agreements(kernel: KernelDep, session: DbDep, principal: Admin) -> AgreementListOut:
+    rows = admin.list_agreements(session, kernel.audit, principal)
+    out = AgreementListOut(items=[AgreementOut.model_validate(r) for r in rows])
+    session.commit()
+    return out
+
+
+@api.post(
+    "/agreements", status_code=201, summary="Administrator: record an agreement with another institution"
+)
+def create_agreement(kernel: KernelDep, session: DbDep, principal: Admin, body: AgreementIn) -> AgreementOut:
+    row = admin.create_agreement(
+        session,
+        kernel.audit,
+        principal,
+        other_institution_id=body.other_institution_id,
+        title=body.title,
+        valid_from=body.valid_from,
+        valid_until=body.valid_until,
+        document_ref=body.document_ref,
+    )
+    out = AgreementOut.model_validate(row)
+    session.commit()
+    return out
+
+
+@api.post("/agreements/{agreement_id}/terminate", summary="Administrator: terminate an agreement (kept)")
+def terminate_agreement(
+    kernel: KernelDep, session: DbDep, principal: Admin, agreement_id: Id, body: ReasonIn
+) -> AgreementOut:
+    row = admin.terminate_agreement(session, kernel.audit, principal, agreement_id, body.reason)
+    out = AgreementOut.model_validate(row)
+    session.commit()
+    return out
+
+
+@api.get("/qualifications", summary="Administrator: my institution's consultant qualifications (TC-05)")
+def list_qualifications(kernel: KernelDep, session: DbDep, principal: Admin) -> QualificationListOut:
+    rows = admin.list_qualifications(session, kernel.audit, principal)
+    out = QualificationListOut(items=[QualificationOut.model_validate(r) for r in rows])
+    session.commit()
+    return out
+
+
+@api.post(
+    "/qualifications",
+    status_code=201,
+    summary="Administrator: record a physician's qualification (supersedes the current one)",
+)
+def create_qualification(
+    kernel: KernelDep, session: DbDep, principal: Admin, body: QualificationIn
+) -> QualificationOut:
+    row = admin.create_qualification(
+        session,
+        kernel.audit,
+        principal,
+        user_id=body.user_id,
+        specialties=body.specialties,
+        title=body.title,
+        independent_practice_since=body.independent_practice_since,
+        licence_number=body.licence_number,
+        licence_valid_until=body.licence_valid_until,
+        licence_suspended=body.licence_suspended,
+    )
+    out = QualificationOut.model_validate(row)
+    session.commit()
+    return out
+
+
+@api.post(
+    "/qualifications/{qualification_id}/supersede",
+    summary="Administrator: withdraw a qualification (kept, stamped superseded)",
+)
+def supersede_qualification(
+    kernel: KernelDep, session: DbDep, principal: Admin, qualification_id: Id, body: ReasonIn
+) -> QualificationOut:
+    row = admin.supersede_qualification(session, kernel.audit, principal, qualification_id, body.reason)
+    out = QualificationOut.model_validate(row)
+    session.commit()
+    return out
+
+
+@api.post(
+    "/review/consultations/{consultation_id}/legal-hold",
+    summary="Auditor: place or lift a legal hold on any consultation",
+)
+def review_legal_hold(
+    kernel: KernelDep, session: DbDep, principal: Auditor, consultation_id: Id, body: LegalHoldIn
+) -> ConsultationOut:
+    row = admin.set_legal_hold(
+        session, kernel.audit, principal, consultation_id, hold=body.hold, reason=body.reason
+    )
+    out = consultation_out(row)
+    session.commit()
+    return out
+
+
+@api.get(
+    "/review/retention",
+    summary="Auditor: records past their retention and not on legal hold (nothing is deleted)",
+)
+def review_retention(kernel: KernelDep, session: DbDep, principal: Auditor) -> RetentionOut:
+    due = admin.retention_review(session, kernel.audit, principal)
+    out = RetentionOut(
+        items=[
+            DueRecordOut(
+                table=d.table, id=d.id, consultation_id=d.consultation_id, retain_until=d.retain_until
+            )
+            for d in due
+        ]
     )
     session.commit()
     return out
