@@ -39,7 +39,7 @@ from tianfu.core.security.principal import Principal
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 # The multipart envelope around the file (boundaries, headers, the description field).
 MULTIPART_OVERHEAD = 256 * 1024
-UPLOAD_PATH_PREFIX = "/api/v1/consult/consultations/"
+UPLOAD_PATH_PREFIX = "/api/v1/consult/consultations/*/attachments"
 
 PDF, PNG, JPEG, DICOM, TEXT = "application/pdf", "image/png", "image/jpeg", "application/dicom", "text/plain"
 ALLOWED_TYPES = frozenset({PDF, PNG, JPEG, DICOM, TEXT})

@@ -28,8 +28,6 @@ MODULE = TianfuModule(
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,
     services=(start_deadline_timers,),
-    # Attachments (20 MB) are posted under /consultations/{id}/attachments; the prefix cannot name the
-    # id, so every route under /consultations/ may carry that much, and the JSON ones still validate
-    # their fields' lengths. The upload route refuses a file over MAX_ATTACHMENT_BYTES itself.
+    # Only the upload route takes attachments' 20 MB; it refuses a file over MAX_ATTACHMENT_BYTES itself.
     larger_body_limits=((UPLOAD_PATH_PREFIX, MAX_ATTACHMENT_BYTES + MULTIPART_OVERHEAD),),
 )

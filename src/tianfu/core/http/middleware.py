@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -29,8 +30,11 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
         # Routes that take large uploads (DICOM) enforce their own, larger limit.
         self.own_limit_paths = own_limit_paths
-        # Path prefixes allowed a larger body than the default, enforced here all the same (datasets).
-        self.larger_limits = larger_limits
+        # Path prefixes allowed a larger body than the default, enforced here all the same (datasets,
+        # attachments). A ``*`` in a prefix stands for one path segment (``/consultations/*/files``).
+        self.larger_limits = tuple(
+            (re.compile(re.escape(prefix).replace(r"\*", "[^/]+")), limit) for prefix, limit in larger_limits
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -38,7 +42,7 @@ class BodySizeLimit:
         if scope["type"] != "http" or own_limit:
             await self.app(scope, receive, send)
             return
-        max_bytes = next((n for prefix, n in self.larger_limits if path.startswith(prefix)), self.max_bytes)
+        max_bytes = next((n for prefix, n in self.larger_limits if prefix.match(path)), self.max_bytes)
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
         if declared is not None:
