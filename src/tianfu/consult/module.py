@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tianfu.consult import views
+from tianfu.consult import pages, views
 from tianfu.core.kernel import Kernel
 from tianfu.core.plugins import TianfuModule
 
@@ -19,8 +19,9 @@ MODULE = TianfuModule(
     key="consult",
     home_path="/consult",
     api_router=views.api,
-    page_router=views.pages,
+    page_router=pages.router,
     templates_dir=Path(__file__).parent / "templates",
+    static_dir=Path(__file__).parent / "static",
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,
 )
