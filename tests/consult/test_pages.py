@@ -352,3 +352,65 @@ def test_consultant_cannot_start_a_request(
     else:
         assert response.status_code == 200
         assert 'id="new-request"' not in response.text
+
+
+def test_case_packet_shows_what_the_modules_contribute(
+    client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
+) -> None:
+    from datetime import timedelta
+
+    from tianfu.core.db import utcnow
+    from tianfu.imaging.tables import ImagingStudy
+    from tianfu.monitoring.tables import AlarmEpisode, VitalSample
+
+    cid, _huang, zhao = _in_progress(client, db, demo)
+    patient_id = demo.patient("黄玉珍").id
+    now = utcnow()
+    with kernel.sessions() as session, session.begin():
+        for minutes, heart_rate in ((120, 88.0), (60, 112.0), (5, 96.0)):
+            session.add(
+                VitalSample(
+                    patient_id=patient_id,
+                    observed_at=now - timedelta(minutes=minutes),
+                    heart_rate=heart_rate,
+                    spo2=95.0,
+                    temperature=37.6,
+                )
+            )
+        session.add(
+            AlarmEpisode(
+                id="consult-page-alarm",
+                patient_id=patient_id,
+                condition="heart_rate_high",
+                kind="physiological",
+                priority="medium",
+                state="cleared",
+                message="心率过快 112",
+                value=112.0,
+                raised_at=now - timedelta(minutes=60),
+            )
+        )
+        session.add(
+            ImagingStudy(
+                study_instance_uid="1.2.826.0.1.3680043.8.498.99",
+                organization_id=demo.organization("JJSQ").id,
+                patient_id=patient_id,
+                description="胸部正位片",
+                modalities="DX",
+            )
+        )
+    page = client.get(f"/consult/{cid}/packet", headers=zhao)
+    assert page.status_code == 200, page.text
+    assert 'data-module="monitoring"' in page.text
+    assert 'data-module="imaging"' in page.text
+    assert "心率过快 112" in page.text
+    assert "胸部正位片" in page.text
+    chart = json.loads(page.text.split('id="vitals-data">', 1)[1].split("</script>", 1)[0])
+    heart = chart["categories"].index("heart_rate")
+    assert (chart["first"][heart], chart["last"][heart], chart["min"][heart], chart["max"][heart]) == (
+        88.0,
+        96.0,
+        88.0,
+        112.0,
+    )
+    assert "/imaging/studies/" in page.text

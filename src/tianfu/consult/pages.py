@@ -36,7 +36,7 @@ from tianfu.core.patients.models import Organization, Patient
 from tianfu.core.patients.service import PatientQuery, search_patients, staff
 from tianfu.core.security.permissions import Permission, Role
 from tianfu.core.security.principal import Principal
-from tianfu.web.rendering import redirect, render
+from tianfu.web.rendering import localtime, redirect, render
 
 router = APIRouter(prefix="/consult", include_in_schema=False)
 
@@ -595,6 +595,16 @@ def post_message(
 # ---- the case packet -----------------------------------------------------------------------------
 
 
+def iso_local(text: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A case-packet ISO-8601 time in China time, as the pages show every time."""
+    if not isinstance(text, str) or not text:
+        return ""
+    try:
+        return localtime(datetime.fromisoformat(text), fmt)
+    except ValueError:
+        return text
+
+
 def _trend_chart(items: list[dict[str, Any]]) -> dict[str, Any] | None:
     """An ECharts spec from the vital-sign section: full series when given, else first/min/max/last."""
     trends = [i for i in items if i.get("kind") == "trend"]
@@ -637,6 +647,7 @@ def packet(
         "sections": sections,
         "refused": refused,
         "chart": _trend_chart(vitals.items) if vitals else None,
+        "iso": iso_local,
         "status_label": status_label,
     }
     session.commit()
