@@ -103,6 +103,18 @@ def test_wizard_walks_a_request_from_patient_to_submission(
     assert row.time_frame_earliest is not None
     assert row.time_frame_earliest.hour == 0
 
+    # Back to step 2: the institution is fixed once the draft exists, specialty and title can change.
+    back = client.get(f"/consult/{cid}/wizard/institution", headers=huang)
+    assert back.status_code == 200
+    assert 'name="invited_institution_id"' not in back.text
+    again = client.post(
+        f"/consult/{cid}/wizard/institution",
+        **_form(huang, specialty="心血管内科", title="4"),
+        follow_redirects=False,
+    )
+    assert again.status_code == 303
+    assert _row(db, cid).title == 4
+
     # Submitting without consents: refused in place, listing every unmet gate in Chinese.
     review = client.post(f"/consult/{cid}/submit", headers=huang, follow_redirects=False)
     assert review.status_code == 422
