@@ -84,6 +84,42 @@ def _path_values(kernel: Kernel, db: Session, demo: Demo) -> _PathValues:
     )
 
 
+def _consultation(kernel: Kernel, db: Session, demo: Demo) -> str:
+    """A submitted consultation (dr.huang at JJSQ invites TFRM), so consultation routes really run."""
+    from datetime import timedelta
+
+    from tianfu.consult import service as consult
+    from tianfu.consult import workflow as wf
+    from tianfu.consult.demo import seed as seed_consult
+    from tianfu.core.db import utcnow
+
+    seed_consult(kernel)
+    huang = principal(db, "dr.huang")
+    now = utcnow()
+    fields = consult.DraftFields(
+        reason="r",
+        purpose="p",
+        case_summary="c",
+        specialty="心血管内科",
+        title=3,
+        time_frame_earliest=now,
+        time_frame_latest=now + timedelta(days=2),
+    )
+    row = consult.create_draft(
+        db,
+        kernel.audit,
+        huang,
+        patient_id=demo.patient("黄玉珍").id,
+        invited_institution_id=demo.organization("TFRM").id,
+        fields=fields,
+    )
+    for kind in ("treatment", "patient-privacy"):
+        consult.record_consent(db, kernel.audit, huang, row.id, kind=kind, signed_form_ref="scan://form")
+    consult.transition(db, kernel.audit, huang, row.id, wf.Action.SUBMIT)
+    db.commit()
+    return row.id
+
+
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
 def test_route_for_every_role(
     method: str, path: str, kernel: Kernel, settings: Settings, db: Session, demo: Demo
@@ -93,6 +129,8 @@ def test_route_for_every_role(
     found = rules(route.dependant)
     requirement = next((r for r in found if isinstance(r, Requirement)), None)
     values = _path_values(kernel, db, demo)
+    if "{consultation_id}" in path:
+        values["consultation_id"] = _consultation(kernel, db, demo)
     if "text/event-stream" in str(route.responses):
         values = _PathValues()  # an endless stream on a real record would never return: check the guard only
     url = re.sub(r"\{(\w+):path\}", r"{\1}", path).format_map(values)  # Starlette's path converter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tianfu.consult import export, views
+from tianfu.consult import export, pages, views
 from tianfu.consult.attachments import MAX_ATTACHMENT_BYTES, MULTIPART_OVERHEAD, UPLOAD_PATH_PREFIX
 from tianfu.consult.timers import start_deadline_timers
 from tianfu.core.kernel import Kernel
@@ -21,10 +21,11 @@ MODULE = TianfuModule(
     key="consult",
     home_path="/consult",
     api_router=views.api,
-    page_router=views.pages,
+    page_router=pages.router,
     fhir_router=export.fhir_router,
     extra_routers=(export.regulator_router,),
     templates_dir=Path(__file__).parent / "templates",
+    static_dir=Path(__file__).parent / "static",
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,
     services=(start_deadline_timers,),

@@ -1,4 +1,4 @@
-"""Remote consultation's API (/api/v1/consult) and its first page (/consult: my requests, incoming queue).
+"""Remote consultation's API (/api/v1/consult); its pages are in :mod:`tianfu.consult.pages`.
 
 Every route requires a permission; whether the caller takes part in the consultation is checked by the
 service (404 for everybody else). Auditors read through /api/v1/consult/review, read-only and audited
@@ -12,8 +12,8 @@ import json
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
+from fastapi.responses import Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
@@ -33,10 +33,8 @@ from tianfu.core.http.schemas import IsoDateTime, RequestModel, ResponseModel
 from tianfu.core.identity.models import User
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
-from tianfu.web.rendering import render
 
 api = APIRouter(prefix="/api/v1/consult", tags=["consult"], responses=PROBLEM_RESPONSES)
-pages = APIRouter(prefix="/consult", include_in_schema=False)
 
 Reader = Annotated[Principal, Depends(require(Permission.CLINICAL_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.CLINICAL_WRITE))]
@@ -913,11 +911,3 @@ def review_retention(kernel: KernelDep, session: DbDep, principal: Auditor) -> R
     )
     session.commit()
     return out
-
-
-@pages.get("")
-def home(request: Request, kernel: KernelDep, session: DbDep, principal: Reader) -> HTMLResponse:
-    mine_rows = service.my_requests(session, kernel.audit, principal)
-    queue_rows = service.incoming(session, kernel.audit, principal)
-    session.commit()
-    return render(request, "consult/home.html", {"mine": mine_rows, "incoming": queue_rows})
