@@ -89,10 +89,9 @@ class User:
         self.page.wait_for_url(base + "/")
 
     def _console(self, message: Any) -> None:
-        # Expected: the refused submission comes back as a 422 page listing the gates; and the attachment
-        # API is built separately (until it is there, listing attachments answers 404).
+        # Expected: the refused submission comes back as a 422 page listing the gates.
         url = str(message.location.get("url", ""))
-        if message.type == "error" and not url.endswith("/submit") and "/attachments" not in url:
+        if message.type == "error" and not url.endswith("/submit"):
             self.errors.append(message.text)
 
     def go(self, path: str) -> None:
@@ -183,9 +182,22 @@ def test_a_whole_consultation_between_two_institutions(
     zhao.page.click("#send-message")
     expect(page.locator("#messages .message")).to_contain_text(["请补充近期心电图及心肌酶结果。"])
     page.fill("#message-body", "心电图示V4–V6导联ST段压低0.1mV，心肌酶正常。")
+    ecg = b"%PDF-1.4\n% 12-lead ECG, JJSQ\n%%EOF\n"
+    page.click("details.attach summary")
+    page.set_input_files(
+        "#attachment-file", {"name": "ecg.pdf", "mimeType": "application/pdf", "buffer": ecg}
+    )
+    page.fill("#attachment-description", "十二导联心电图")
     page.click("#send-message")
     expect(zhao.page.locator("#messages .message")).to_have_count(2)
     expect(zhao.page.locator("#messages .message").nth(1)).to_contain_text("ST段压低")
+    expect(zhao.page.locator("#messages .message").nth(1)).to_contain_text("1 个附件")
+    # The file reaches the consultant too, live, and downloads byte for byte.
+    attached = zhao.page.locator("#attachments a", has_text="ecg.pdf")
+    expect(attached).to_be_visible()
+    with zhao.page.expect_download() as download:
+        attached.click()
+    assert Path(download.value.path()).read_bytes() == ecg
     zhao.shot("consult-discussion")
 
     # The consultant writes and signs the opinion; the AI panel is labelled and outside the form.

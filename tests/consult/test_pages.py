@@ -369,7 +369,7 @@ def test_consultant_cannot_start_a_request(
 def test_case_packet_shows_what_the_modules_contribute(
     client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
 ) -> None:
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from tianfu.core.db import utcnow
     from tianfu.imaging.tables import ImagingStudy
@@ -418,11 +418,13 @@ def test_case_packet_shows_what_the_modules_contribute(
     assert "心率过快 112" in page.text
     assert "胸部正位片" in page.text
     chart = json.loads(page.text.split('id="vitals-data">', 1)[1].split("</script>", 1)[0])
-    heart = chart["categories"].index("heart_rate")
-    assert (chart["first"][heart], chart["last"][heart], chart["min"][heart], chart["max"][heart]) == (
-        88.0,
-        96.0,
-        88.0,
-        112.0,
-    )
+    # The chart draws each sign's hourly means, as the database averaged them.
+    assert chart["type"] == "series"
+    heart = next(s["data"] for s in chart["series"] if s["name"] == "heart_rate")
+    hours: dict[str, list[float]] = {}
+    for minutes, heart_rate in ((120, 88.0), (60, 112.0), (5, 96.0)):
+        hour = (now - timedelta(minutes=minutes)).replace(minute=0, second=0, microsecond=0)
+        hours.setdefault(hour.isoformat(), []).append(heart_rate)
+    expected = [[h, round(sum(v) / len(v), 1)] for h, v in sorted(hours.items())]
+    assert [[datetime.fromisoformat(t).isoformat(), v] for t, v in heart] == expected
     assert "/imaging/studies/" in page.text

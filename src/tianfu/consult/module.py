@@ -20,6 +20,7 @@ def seed_demo(kernel: Kernel) -> None:
 MODULE = TianfuModule(
     key="consult",
     home_path="/consult",
+    review_path="/consult/review",
     api_router=views.api,
     page_router=pages.router,
     fhir_router=export.fhir_router,

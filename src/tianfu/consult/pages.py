@@ -167,6 +167,7 @@ def _message_json(message: ConsultMessage, names: Directory) -> dict[str, Any]:
         "institution": names.org(message.author_institution_id),
         "author_id": message.author_id,
         "body": message.body,
+        "attachment_ids": list(message.attachment_ids or []),
         "sent_at": message.sent_at.isoformat(),
     }
 

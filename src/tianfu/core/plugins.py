@@ -66,6 +66,7 @@ class CasePacketSection:
 class TianfuModule:
     key: str  # monitoring, triage, imaging, consult, ai
     home_path: str  # where its first page lives
+    review_path: str = ""  # where auditors, who read no charts, review its records instead
     api_router: APIRouter | None = None
     page_router: APIRouter | None = None
     fhir_router: APIRouter | None = None

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -179,8 +179,30 @@ CASE_PACKET_VITALS = ("heart_rate", "spo2", "respiratory_rate", "systolic_bp", "
 CASE_PACKET_MAX_ALARMS = 20
 
 
+def _hourly_means(session: Session, columns: list[Any], window: tuple[Any, ...]) -> dict[str, list[Any]]:
+    """Each sign's hourly mean, [[hour, mean], ...], averaged by the database (a 1 Hz day is 86,400 rows)."""
+    from sqlalchemy import func
+
+    from tianfu.monitoring.tables import VitalSample
+
+    if session.get_bind().dialect.name == "sqlite":
+        hour: Any = func.strftime("%Y-%m-%dT%H:00:00+00:00", VitalSample.observed_at)
+    else:
+        hour = func.date_trunc("hour", VitalSample.observed_at)
+    rows = session.execute(
+        select(hour, *(func.avg(c) for c in columns)).where(*window).group_by(hour).order_by(hour)
+    ).all()
+    series: dict[str, list[Any]] = {}
+    for row in rows:
+        stamp = row[0] if isinstance(row[0], str) else row[0].astimezone(UTC).isoformat()
+        for column, mean in zip(columns, row[1:], strict=True):
+            if mean is not None:
+                series.setdefault(column.key, []).append([stamp, round(float(mean), 1)])
+    return series
+
+
 def case_packet(session: Session, patient_id: str, since: datetime) -> CasePacketSection | None:
-    """Vital-sign trends (first, last, min, max per sign) and the physiological alarms since ``since``."""
+    """Vital-sign trends (first, last, min, max and hourly means per sign) and the alarms since ``since``."""
     from sqlalchemy import func
 
     from tianfu.monitoring.tables import AlarmEpisode, VitalSample
@@ -195,6 +217,7 @@ def case_packet(session: Session, patient_id: str, since: datetime) -> CasePacke
         ).where(*window)
     ).one()
     items: list[dict[str, Any]] = []
+    hourly = _hourly_means(session, columns, window) if stats[0] else {}
     if stats[0]:
         first = session.scalar(select(VitalSample).where(*window).order_by(VitalSample.observed_at).limit(1))
         last = session.scalar(
@@ -213,6 +236,7 @@ def case_packet(session: Session, patient_id: str, since: datetime) -> CasePacke
                     "min": low,
                     "max": high,
                     "samples": stats[0],
+                    "series": hourly.get(name, []),
                     "from": first.observed_at.isoformat() if first else None,
                     "to": last.observed_at.isoformat() if last else None,
                 }

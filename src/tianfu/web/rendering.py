@@ -15,7 +15,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 from tianfu import __version__
 from tianfu.core import i18n
 from tianfu.core.i18n import N_
-from tianfu.core.plugins import CAPABILITIES, installed_modules
+from tianfu.core.plugins import CAPABILITIES, TianfuModule, installed_modules
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 
@@ -76,6 +76,13 @@ def age(birth: date | None) -> str:
     return i18n.gettext_("%(n)s mo", n=max(months, 0))
 
 
+def module_link(module: TianfuModule, principal: Principal) -> str:
+    """A module's first page for this person: auditors, who read no charts, go to its review pages."""
+    if module.review_path and not principal.can(Permission.CLINICAL_READ):
+        return module.review_path
+    return module.home_path
+
+
 def navigation(principal: Principal | None) -> list[dict[str, Any]]:
     if principal is None:
         return []
@@ -86,7 +93,9 @@ def navigation(principal: Principal | None) -> list[dict[str, Any]]:
     for capability in CAPABILITIES:
         module = installed.get(capability.key)
         if module is not None:
-            items.append({"href": module.home_path, "label": capability.title, "icon": capability.icon})
+            items.append(
+                {"href": module_link(module, principal), "label": capability.title, "icon": capability.icon}
+            )
     if principal.role == "patient":
         items.append({"href": "/me/record", "label": N_("My record"), "icon": "file"})
         items.append({"href": "/me/access-log", "label": N_("Who accessed my record"), "icon": "eye"})

@@ -43,7 +43,7 @@ from tianfu.core.patients.models import Encounter, Location, Patient
 from tianfu.core.plugins import CAPABILITIES, installed_modules
 from tianfu.core.security.permissions import Permission, Role
 from tianfu.core.security.principal import Principal
-from tianfu.web.rendering import local_name, localtime, redirect, render
+from tianfu.web.rendering import local_name, localtime, module_link, redirect, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -285,7 +285,11 @@ def logout(request: Request, kernel: KernelDep, session: DbDep, principal: Signe
 @router.get("/")
 def home(request: Request, kernel: KernelDep, session: DbDep, principal: Signed) -> Response:
     installed = {m.key: m for m in installed_modules()}
-    tiles = [{"capability": c, "module": installed.get(c.key)} for c in CAPABILITIES]
+    tiles = [
+        {"capability": c, "module": m, "href": module_link(m, principal) if m else ""}
+        for c in CAPABILITIES
+        for m in [installed.get(c.key)]
+    ]
     context: dict[str, Any] = {"tiles": tiles}
     if (
         principal.role in {Role.NURSE, Role.PHYSICIAN, Role.RADIOLOGIST, Role.ADMIN}

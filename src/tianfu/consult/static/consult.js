@@ -28,11 +28,13 @@
     return node;
   }
 
+  var CHINA_OFFSET_MS = 8 * 3600 * 1000;
+
   function localTime(iso) {
     var d = new Date(iso);
     var pad = function (n) { return String(n).padStart(2, "0"); };
     // The pages show China time (UTC+8) whatever the browser's zone.
-    var cn = new Date(d.getTime() + 8 * 3600 * 1000);
+    var cn = new Date(d.getTime() + CHINA_OFFSET_MS);
     return cn.getUTCFullYear() + "-" + pad(cn.getUTCMonth() + 1) + "-" + pad(cn.getUTCDate()) + " " +
       pad(cn.getUTCHours()) + ":" + pad(cn.getUTCMinutes());
   }
@@ -57,6 +59,10 @@
       meta.appendChild(time);
       item.appendChild(meta);
       item.appendChild(el("div", "body", m.body));
+      if (m.attachment_ids && m.attachment_ids.length) {
+        item.appendChild(el("div", "attached", text.attachments.replace("%(n)s", m.attachment_ids.length)));
+        listAttachments();  // the other side's new file appears in the list too
+      }
       list.appendChild(item);
       var empty = box.querySelector(".empty-messages"); if (empty) empty.hidden = true;
       item.scrollIntoView({ block: "nearest" });
@@ -96,9 +102,9 @@
     }
 
     var form = document.getElementById("message-form");
+    listAttachments();
     if (!form) return;
     var fileInput = document.getElementById("attachment-file");
-    if (fileInput && fileInput.files) listAttachments();
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var body = document.getElementById("message-body");
@@ -148,13 +154,14 @@
       var n = spec.series.length, h = 100;
       node.style.height = (n * h + 30) + "px";
       spec.series.forEach(function (s, i) {
-        option.grid.push({ left: 70, right: 20, top: i * h + 20, height: h - 40 });
+        option.grid.push({ left: 70, right: 20, top: i * h + 28, height: h - 48 });
         option.xAxis.push({ type: "time", gridIndex: i, axisLabel: { show: i === n - 1 } });
         option.yAxis.push({ type: "value", gridIndex: i, scale: true, name: names[s.name] || s.name, splitNumber: 2 });
-        option.series.push({ type: "line", xAxisIndex: i, yAxisIndex: i, showSymbol: false, name: names[s.name] || s.name,
-          data: s.data.map(function (p) { return Array.isArray(p) ? [new Date(p[0]).getTime(), p[1]] : p; }) });
+        option.series.push({ type: "line", xAxisIndex: i, yAxisIndex: i, showSymbol: s.data.length < 3, name: names[s.name] || s.name,
+          data: s.data.map(function (p) { return Array.isArray(p) ? [new Date(p[0]).getTime() + CHINA_OFFSET_MS, p[1]] : p; }) });
       });
       option.tooltip = { trigger: "axis" };
+      option.useUTC = true;  // the times were shifted to China time, as the table beside shows them
     } else {
       var count = spec.categories.length, width = 100 / count;
       node.style.height = "220px";
