@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tianfu.consult import views
+from tianfu.consult import bench, views
 from tianfu.core.kernel import Kernel
 from tianfu.core.plugins import TianfuModule
 
@@ -23,4 +23,5 @@ MODULE = TianfuModule(
     templates_dir=Path(__file__).parent / "templates",
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,
+    bench=bench.command,
 )
