@@ -711,21 +711,30 @@ def bench_ai() -> None:
 
 CONSULT_USERS = int(os.environ.get("TIANFU_BENCH_CONSULT_USERS", "100"))
 CONSULT_SECONDS = os.environ.get("TIANFU_BENCH_CONSULT_SECONDS", "30")
+# Mean think time of a simulated physician between two requests (uniform from 0 to twice that): 100 users
+# clicking every 2 s on average offer about 50 requests/s to one server process.
+CONSULT_THINK = os.environ.get("TIANFU_BENCH_CONSULT_THINK", "2")
 
 
 def bench_consult() -> None:
     """The queue, case packet and message endpoints under 100 concurrent physicians (`tianfu bench consult`:
     its own server and load process), on SQLite and, when reachable, on a fresh PostgreSQL database."""
+    import subprocess
+
     backends: list[tuple[str, list[str]]] = [("SQLite", [])]
     if port_open(POSTGRES_URL, 5432):
         backends.append(("PostgreSQL", ["--postgres", POSTGRES_URL]))
     else:
         print("PostgreSQL not reachable: skipped the consultation benchmark on it")
     for label, extra in backends:
-        r = _tianfu_json(
-            "bench", "consult", "--users", str(CONSULT_USERS), "--seconds", CONSULT_SECONDS, "--warmup", "10",
-            *extra,
-        )  # fmt: skip
+        try:
+            r = _tianfu_json(
+                "bench", "consult", "--users", str(CONSULT_USERS), "--seconds", CONSULT_SECONDS,
+                "--warmup", "10", "--think", CONSULT_THINK, *extra,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as failed:
+            print(f"tianfu bench consult failed on {label}: {failed.stderr.strip().splitlines()[-1:]}")
+            continue
         users = f"{r['users']} users, {label}"
         for e in r["endpoints"].values():
             record(

@@ -517,9 +517,12 @@ def _load(
 
             async def login(user: BenchUser) -> str:
                 async with gate:
-                    response = await client.post(
-                        "/api/v1/auth/token", json={"username": user.username, "password": DEMO_PASSWORD}
-                    )
+                    for attempt in range(5):  # a server stuck on its database answers 500: try again
+                        response = await client.post(
+                            "/api/v1/auth/token", json={"username": user.username, "password": DEMO_PASSWORD}
+                        )
+                        if response.status_code < 500 or attempt == 4:
+                            break
                     response.raise_for_status()
                     return str(response.json()["access_token"])
 
@@ -553,7 +556,7 @@ def run(
     consultations: int = 300,
     seconds: float = 20.0,
     warmup: float = 5.0,
-    think: float = 0.5,
+    think: float = 2.0,
     postgres: str | None = None,
     seed: int = 6,
     max_inflight: int = 0,
@@ -684,7 +687,7 @@ def command(
     consultations: Annotated[int, typer.Option(help="Consultations seeded before the load.")] = 300,
     seconds: Annotated[float, typer.Option(help="How long to measure.")] = 20.0,
     warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 5.0,
-    think: Annotated[float, typer.Option(help="Mean think time between a user's requests (s).")] = 0.5,
+    think: Annotated[float, typer.Option(help="Mean think time between a user's requests (s).")] = 2.0,
     postgres: Annotated[str, typer.Option(help="Store in a fresh database on this PostgreSQL.")] = "",
     max_inflight: Annotated[
         int,
