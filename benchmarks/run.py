@@ -707,6 +707,55 @@ def bench_ai() -> None:
         kernel.engine.dispose()
 
 
+# --- consultation ----------------------------------------------------------------------------------------
+
+CONSULT_USERS = int(os.environ.get("TIANFU_BENCH_CONSULT_USERS", "100"))
+CONSULT_SECONDS = os.environ.get("TIANFU_BENCH_CONSULT_SECONDS", "30")
+# Mean think time of a simulated physician between two requests (uniform from 0 to twice that): 100 users
+# clicking every 2 s on average offer about 50 requests/s to one server process.
+CONSULT_THINK = os.environ.get("TIANFU_BENCH_CONSULT_THINK", "2")
+
+
+def bench_consult() -> None:
+    """The queue, case packet and message endpoints under 100 concurrent physicians (`tianfu bench consult`:
+    its own server and load process), on SQLite and, when reachable, on a fresh PostgreSQL database."""
+    import subprocess
+
+    backends: list[tuple[str, list[str]]] = [("SQLite", [])]
+    if port_open(POSTGRES_URL, 5432):
+        backends.append(("PostgreSQL", ["--postgres", POSTGRES_URL]))
+    else:
+        print("PostgreSQL not reachable: skipped the consultation benchmark on it")
+    for label, extra in backends:
+        try:
+            r = _tianfu_json(
+                "bench", "consult", "--users", str(CONSULT_USERS), "--seconds", CONSULT_SECONDS,
+                "--warmup", "10", "--think", CONSULT_THINK, *extra,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as failed:
+            print(f"tianfu bench consult failed on {label}: {failed.stderr.strip().splitlines()[-1:]}")
+            continue
+        users = f"{r['users']} users, {label}"
+        for e in r["endpoints"].values():
+            record(
+                f"consult: {e['endpoint']}, {label}, p95",
+                e["p95_ms"],
+                "ms",
+                f"{users}; p50 {e['p50_ms']:,.1f}, p99 {e['p99_ms']:,.1f} ms over {e['n']:,} requests"
+                + (f", {e['errors']} errors" if e["errors"] else ""),
+            )
+        record(
+            f"consult: requests served, {label}",
+            r["throughput_rps"],
+            "requests/s",
+            f"{users} (half inviting physicians, half consultants), "
+            f"think time 0–{2 * r['think_s_mean']:g} s, "
+            f"mix 40 % queue, 20 % case packet, 30 % messages, 10 % post; {r['consultations']} "
+            f"consultations seeded; all requests p95 {r['all_p95_ms']:,.1f} ms; "
+            f"server {r['server_process_cpu_cores']} cores",
+        )
+
+
 LATENCY_STUDIES = 40
 SENDERS = 4
 CONCURRENT_STUDIES = 40
@@ -721,9 +770,13 @@ def main() -> None:
         previous = json.loads((OUT / "results.json").read_text())["results"]
         prefix = f"{only}:"
         results.extend(r for r in previous if not r["benchmark"].startswith((prefix, f"{only} ")))
-        {"triage": bench_triage, "monitoring": bench_monitoring, "imaging": bench_imaging, "ai": bench_ai}[
-            only
-        ]()
+        {
+            "triage": bench_triage,
+            "monitoring": bench_monitoring,
+            "imaging": bench_imaging,
+            "ai": bench_ai,
+            "consult": bench_consult,
+        }[only]()
         write(sorted_like(previous), rerun=only)
         return
     bench_password_hash()
@@ -759,6 +812,7 @@ def main() -> None:
     bench_triage()
     bench_imaging()
     bench_ai()
+    bench_consult()
     write([], rerun="")
 
 

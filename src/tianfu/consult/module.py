@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tianfu.consult import export, pages, views
+from tianfu.consult import bench, export, pages, views
 from tianfu.consult.attachments import MAX_ATTACHMENT_BYTES, MULTIPART_OVERHEAD, UPLOAD_PATH_PREFIX
 from tianfu.consult.timers import start_deadline_timers
 from tianfu.core.kernel import Kernel
@@ -29,7 +29,11 @@ MODULE = TianfuModule(
     static_dir=Path(__file__).parent / "static",
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,
+<<<<<<< HEAD
     services=(start_deadline_timers,),
     # Only the upload route takes attachments' 20 MB; it refuses a file over MAX_ATTACHMENT_BYTES itself.
     larger_body_limits=((UPLOAD_PATH_PREFIX, MAX_ATTACHMENT_BYTES + MULTIPART_OVERHEAD),),
+=======
+    bench=bench.command,
+>>>>>>> consult-bench
 )
