@@ -29,11 +29,8 @@ MODULE = TianfuModule(
     static_dir=Path(__file__).parent / "static",
     model_modules=("tianfu.consult.tables",),
     seed_demo=seed_demo,
-<<<<<<< HEAD
     services=(start_deadline_timers,),
     # Only the upload route takes attachments' 20 MB; it refuses a file over MAX_ATTACHMENT_BYTES itself.
     larger_body_limits=((UPLOAD_PATH_PREFIX, MAX_ATTACHMENT_BYTES + MULTIPART_OVERHEAD),),
-=======
     bench=bench.command,
->>>>>>> consult-bench
 )
