@@ -22,7 +22,7 @@ from tianfu.core.deadletter import views as deadletter_views
 from tianfu.core.fhir import router as fhir_router
 from tianfu.core.http import health, problems
 from tianfu.core.http.deps import PUBLIC
-from tianfu.core.http.middleware import BodySizeLimit, Metrics, SecurityHeaders
+from tianfu.core.http.middleware import BodySizeLimit, InFlightLimit, Metrics, SecurityHeaders
 from tianfu.core.identity import views as identity_views
 from tianfu.core.kernel import Kernel
 from tianfu.core.model_outputs import views as model_output_views
@@ -159,6 +159,10 @@ def create_app(
     app.add_middleware(Metrics, registry=registry)
     own_limits = tuple(path for module in installed_modules() for path in module.own_body_limit_paths)
     larger = tuple(limit for module in installed_modules() for limit in module.larger_body_limits)
+    # SQLite has one writer and every transaction here takes the write lock; PostgreSQL: below its pool
+    # (10 + 20 connections) and anyio's 40 worker threads.
+    concurrent = settings.max_concurrent_requests or (2 if kernel.engine.dialect.name == "sqlite" else 24)
+    app.add_middleware(InFlightLimit, limit=concurrent, unqueued_paths=own_limits)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, own_limit_paths=own_limits, larger_limits=larger
     )

@@ -68,32 +68,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class InFlightLimit:
-    """ASGI wrapper admitting at most ``limit`` requests at once; the others wait in the event loop.
-
-    Why: a request's database transaction spans several worker-thread hops (the session dependency, the
-    principal, the endpoint). When every worker thread (anyio: 40) is taken by requests waiting for the
-    database (SQLite's write lock taken by ``BEGIN IMMEDIATE``, or a free pooled connection), the request
-    holding the lock or connection waits for a thread that never comes, until ``busy_timeout`` or the pool
-    timeout fails the others. Waiting here holds neither a thread nor a connection. A candidate for the
-    kernel (see benchmarks/consult_perf_proposals.patch); the benchmark measures with and without it.
-    """
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.gate: asyncio.Semaphore | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.gate is None:
-            self.gate = asyncio.Semaphore(self.limit)
-        async with self.gate:
-            await self.app(scope, receive, send)
-
-
 # --- the network under load ------------------------------------------------------------------------------
 
 
@@ -602,6 +576,7 @@ def run(
                 TIANFU_HL7_PORT="0",
                 TIANFU_DICOM_PORT="0",
                 TIANFU_DEMO_FEED="false",
+                TIANFU_MAX_CONCURRENT_REQUESTS=str(max_inflight),  # 0: the kernel's default
             )
             from tianfu.app import create_app
             from tianfu.core.settings import Settings
@@ -612,8 +587,6 @@ def run(
             get_dicom_settings.cache_clear()
             app: Any = create_app(Settings())
             kernel = app.state.kernel
-            if max_inflight:
-                app = InFlightLimit(app, max_inflight)
             server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
             thread = threading.Thread(target=server.run, daemon=True)
             thread.start()
@@ -691,7 +664,7 @@ def command(
     postgres: Annotated[str, typer.Option(help="Store in a fresh database on this PostgreSQL.")] = "",
     max_inflight: Annotated[
         int,
-        typer.Option(help="Admit at most this many HTTP requests at once (0: no limit), see InFlightLimit."),
+        typer.Option(help="Requests the server runs at once (0: the kernel's default for the database)."),
     ] = 0,
 ) -> None:
     """100 physicians on the consultation queue, case packet and messages; p50/p95/p99 per endpoint."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -189,3 +190,62 @@ class Metrics:
             method = scope.get("method", "")
             self.requests.labels(method, template, str(status)).inc()
             self.latency.labels(method, template).observe(time.perf_counter() - start)
+
+
+class InFlightLimit:
+    """Runs at most ``limit`` requests at once; the others wait in the event loop, holding nothing.
+
+    A request's transaction spans several worker-thread hops (session dependency, principal, endpoint).
+    Unlimited, a burst of requests takes every worker thread (anyio's 40) waiting for the database
+    (SQLite's write lock, taken by ``BEGIN IMMEDIATE``, or a pooled PostgreSQL connection) while the
+    request that holds it waits for a thread: they all fail after ``busy_timeout`` or the pool timeout.
+    So that a slow client cannot hold a place, the request body is read before the request is admitted,
+    and the place is given back as soon as the response starts (live streams, large downloads). Routes
+    that enforce their own, larger body limit (DICOM STOW) are let through unqueued: their bodies are
+    not buffered here.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, unqueued_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.limit = limit
+        self.unqueued_paths = unqueued_paths
+        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate[0] is not loop:  # one app may be served by successive loops
+            self._gate = (loop, asyncio.Semaphore(self.limit))
+        return self._gate[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or (self.unqueued_paths and path.startswith(self.unqueued_paths)):
+            await self.app(scope, receive, send)
+            return
+        body: list[Message] = []
+        if scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+            while True:  # BodySizeLimit, outside this, has already capped the size
+                message = await receive()
+                body.append(message)
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+
+        async def replay() -> Message:
+            return body.pop(0) if body else await receive()
+
+        gate = self._semaphore()
+        await gate.acquire()
+        held = True
+
+        async def send_and_release(message: Message) -> None:
+            nonlocal held
+            if held and message["type"] == "http.response.start":
+                held = False
+                gate.release()
+            await send(message)
+
+        try:
+            await self.app(scope, replay, send_and_release)
+        finally:
+            if held:
+                gate.release()
