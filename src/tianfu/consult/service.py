@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from tianfu.consult.tables import (
     OpinionVersion,
     SignerKey,
 )
+from tianfu.consult.timers import get_consult_settings
 from tianfu.core.audit.service import OUTCOME_MINOR_FAILURE, AuditLog
 from tianfu.core.bus.outbox import enqueue
 from tianfu.core.db import utcnow
@@ -873,8 +873,11 @@ def messages(
 # ---- the opinion ---------------------------------------------------------------------------------
 
 
-def signer_for(session: Session, box: SecretBox, user_id: str) -> signing.EcdsaP256Signer:
-    """The consultant's software key, created on first use (interim: see :class:`SignerKey`)."""
+def signer_for(session: Session, box: SecretBox, user_id: str) -> signing.Signer:
+    """The consultant's software key, created on first use (interim: see :class:`SignerKey`).
+
+    A new key uses ``TIANFU_CONSULT_SIGNATURE_ALGORITHM``; an existing key keeps its own algorithm.
+    """
     key = session.scalar(
         select(SignerKey)
         .where(SignerKey.user_id == user_id, SignerKey.revoked_at.is_(None))
@@ -883,17 +886,21 @@ def signer_for(session: Session, box: SecretBox, user_id: str) -> signing.EcdsaP
     )
     if key is not None and key.private_key_sealed:
         sealed = json.loads(box.open(key.private_key_sealed))
-        return signing.EcdsaP256Signer.from_pem(sealed["pem"].encode(), sealed["password"].encode())
-    signer = signing.ECDSA_P256_SHA256.generate_signer()
-    password = secrets.token_urlsafe(32)
-    pem = signer.private_key_pem(password.encode()).decode()
+        if "pem" in sealed:
+            return signing.EcdsaP256Signer.from_pem(sealed["pem"].encode(), sealed["password"].encode())
+        return signing.load_signer(key.algorithm, base64.b64decode(sealed["private"]))
+    algorithm = signing.algorithm_named(get_consult_settings().signature_algorithm)
+    signer = algorithm.generate_signer()
+    assert isinstance(signer, signing.SoftwareSigner)
     session.add(
         SignerKey(
             user_id=user_id,
             algorithm=signer.algorithm,
             public_key=base64.b64encode(signer.public_key).decode(),
             fingerprint=signing.key_fingerprint(signer.public_key),
-            private_key_sealed=box.seal(json.dumps({"pem": pem, "password": password})),
+            private_key_sealed=box.seal(
+                json.dumps({"private": base64.b64encode(signer.private_bytes()).decode()})
+            ),
         )
     )
     session.flush()
