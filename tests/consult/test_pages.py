@@ -212,11 +212,24 @@ def test_queue_accept_discussion_sign_and_decision(
     assert "ai-suggestions" not in form
     assert client.get(f"/consult/{cid}/report", headers=huang).text.count("<textarea") == 0
 
+    assert 'id="set-pin"' in editor.text
+    assert 'id="signing_pin_confirmation"' in form
     missing = client.post(f"/consult/{cid}/report", **_form(zhao, opinion=""))
     assert missing.status_code == 422
+    unconfirmed = client.post(
+        f"/consult/{cid}/report", **_form(zhao, opinion="建议行冠脉CTA", signing_pin="246810")
+    )
+    assert unconfirmed.status_code == 422
+    assert "signing_pin_confirmation" in unconfirmed.text
     signed = client.post(
         f"/consult/{cid}/report",
-        **_form(zhao, diagnosis="稳定型心绞痛", opinion="建议行冠脉CTA"),
+        **_form(
+            zhao,
+            diagnosis="稳定型心绞痛",
+            opinion="建议行冠脉CTA",
+            signing_pin="246810",
+            signing_pin_confirmation="246810",
+        ),
         follow_redirects=False,
     )
     assert signed.status_code == 303, signed.text
@@ -225,10 +238,15 @@ def test_queue_accept_discussion_sign_and_decision(
     assert "建议行冠脉CTA" in report.text
     assert "<textarea" not in report.text  # read-only after signing
 
+    editor = client.get(f"/consult/{cid}/report", headers=zhao).text
+    assert 'id="signing_pin"' in editor
+    assert 'id="signing_pin_confirmation"' not in editor  # the PIN is set: it is only asked for
+    amendment = {"opinion": "建议行冠脉CTA及运动负荷试验", "reason": "补充", "amend": "1"}
+    wrong = client.post(f"/consult/{cid}/report", **_form(zhao, **amendment, signing_pin="000000"))
+    assert wrong.status_code == 422
+    assert "wrong signing PIN (4 tries left)" in wrong.text
     amended = client.post(
-        f"/consult/{cid}/report",
-        **_form(zhao, opinion="建议行冠脉CTA及运动负荷试验", reason="补充", amend="1"),
-        follow_redirects=False,
+        f"/consult/{cid}/report", **_form(zhao, **amendment, signing_pin="246810"), follow_redirects=False
     )
     assert amended.status_code == 303, amended.text
     chain = client.get(f"/consult/{cid}/report", headers=huang).text
@@ -251,7 +269,7 @@ def test_tampered_report_shows_invalid_signature(
     client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
 ) -> None:
     cid, huang, zhao = _in_progress(client, db, demo)
-    opinion = {"opinion": "建议保守治疗"}
+    opinion = {"opinion": "建议保守治疗", "signing_pin": "246810", "signing_pin_confirmation": "246810"}
     assert client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=zhao).status_code == 201
     assert "签名有效" in client.get(f"/consult/{cid}", headers=huang).text
     with kernel.sessions() as session, session.begin():
@@ -338,7 +356,7 @@ def test_live_stream_sends_new_messages_and_status_changes(
                 await asyncio.to_thread(
                     client.post,
                     f"{API}/consultations/{cid}/opinion",
-                    json={"opinion": "建议"},
+                    json={"opinion": "建议", "signing_pin": "246810", "signing_pin_confirmation": "246810"},
                     headers=zhao,
                 )
         return frames

@@ -718,6 +718,7 @@ def _render_report(
         "opinion": opinion,
         "can_sign": can_sign,
         "can_amend": can_amend,
+        "pin_enrolled": (can_sign or can_amend) and service.has_signing_key(session, principal.user_id),
         "suggestions": suggestions,
         "form": form
         or {k: str(latest.get(k, "")) for k in ("findings", "diagnosis", "opinion", "recommendations")},
@@ -741,6 +742,8 @@ def sign_report(
     recommendations: Long = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
     amend: Annotated[str, Form(max_length=1)] = "",
+    signing_pin: Annotated[str, Form(max_length=200)] = "",
+    signing_pin_confirmation: Annotated[str | None, Form(max_length=200)] = None,
 ) -> Response:
     content = {
         "findings": findings.strip(),
@@ -755,16 +758,42 @@ def sign_report(
             if not reason.strip():
                 raise Invalid(_("An amendment needs a reason."))
             service.amend_opinion(
-                session, kernel.audit, kernel.secret_box, principal, consultation_id, content, reason.strip()
+                session,
+                kernel.audit,
+                kernel.secret_box,
+                principal,
+                consultation_id,
+                content,
+                reason.strip(),
+                pin=signing_pin,
+                pin_confirmation=signing_pin_confirmation,
             )
         else:
             service.sign_opinion(
-                session, kernel.audit, kernel.secret_box, principal, consultation_id, content
+                session,
+                kernel.audit,
+                kernel.secret_box,
+                principal,
+                consultation_id,
+                content,
+                pin=signing_pin,
+                pin_confirmation=signing_pin_confirmation,
             )
-    except Invalid as exc:
+    except (Invalid, Forbidden) as exc:
+        if isinstance(exc, Forbidden) and exc.extra.get("code") not in {
+            "wrong_signing_pin",
+            "signing_key_locked",
+        }:
+            raise
         session.rollback()
         return _render_report(
-            request, kernel, session, principal, consultation_id, refusal_messages(exc), content
+            request,
+            kernel,
+            session,
+            principal,
+            consultation_id,
+            refusal_messages(exc) if isinstance(exc, Invalid) else [exc.detail],
+            content,
         )
     session.commit()
     message = _("The amendment was signed.") if amend else _("The opinion was signed.")

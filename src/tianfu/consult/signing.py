@@ -674,8 +674,11 @@ class ChainVerification:
     problems: tuple[str, ...]  # "v<n>: <code>" for each problem, chain problems included
 
 
-def verify_chain(versions: Sequence[SignedVersion], *, trusted: Mapping[str, str]) -> ChainVerification:
-    """Verify versions 1..n of one document, each against ``trusted[signer_id]`` (its key fingerprint).
+def verify_chain(
+    versions: Sequence[SignedVersion], *, trusted: Mapping[str, str | frozenset[str]]
+) -> ChainVerification:
+    """Verify versions 1..n of one document, each against ``trusted[signer_id]``: the signer's key
+    fingerprint, or the set of them when the signer has enrolled new keys over time.
 
     Beyond each version's own checks: numbered 1..n without gaps, one document id, and every version's
     ``previous_hash`` equal to its predecessor's :attr:`SignedVersion.version_hash`.
@@ -686,10 +689,15 @@ def verify_chain(versions: Sequence[SignedVersion], *, trusted: Mapping[str, str
     results: list[Verification] = []
     for index, version in enumerate(versions):
         label = f"v{index + 1}"
-        fingerprint = trusted.get(version.signature.signer_id)
-        if fingerprint is None:
+        allowed = trusted.get(version.signature.signer_id)
+        if isinstance(allowed, str):
+            allowed = frozenset({allowed})
+        if not allowed:
             problems.append(f"{label}: unknown_signer")
             fingerprint = ""
+        else:
+            own = key_fingerprint(version.signature.public_key)
+            fingerprint = own if own in allowed else min(allowed)
         result = verify(version, trusted_fingerprint=fingerprint)
         results.append(result)
         # An unknown signer is reported once, not again as an untrusted key.

@@ -127,9 +127,30 @@ class OpinionIn(RequestModel):
     diagnosis: Annotated[str, Field(max_length=4000)] = ""
     opinion: str = Field(min_length=1, max_length=20000, description="诊疗意见")
     recommendations: Annotated[str, Field(max_length=20000)] = ""
+    signing_pin: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The consultant's signing PIN (签名PIN, not the login password): it opens their key.",
+    )
+    signing_pin_confirmation: str | None = Field(
+        None,
+        max_length=200,
+        description="The PIN again: required the first time (setting the PIN) and with new_signing_key.",
+    )
+    new_signing_key: bool = Field(
+        False,
+        description="Enrol a new key under a new PIN (a locked or forgotten one); old signatures stay valid.",
+    )
 
     def content(self) -> dict[str, str]:
-        return self.model_dump()
+        return self.model_dump(exclude={"signing_pin", "signing_pin_confirmation", "new_signing_key"})
+
+    def pin(self) -> dict[str, Any]:
+        return {
+            "pin": self.signing_pin,
+            "pin_confirmation": self.signing_pin_confirmation,
+            "new_key": self.new_signing_key,
+        }
 
 
 class AmendIn(OpinionIn):
@@ -570,7 +591,9 @@ def read_opinion(kernel: KernelDep, session: DbDep, principal: Reader, consultat
 def sign_opinion(
     kernel: KernelDep, session: DbDep, principal: Writer, consultation_id: Id, body: OpinionIn
 ) -> OpinionOut:
-    service.sign_opinion(session, kernel.audit, kernel.secret_box, principal, consultation_id, body.content())
+    service.sign_opinion(
+        session, kernel.audit, kernel.secret_box, principal, consultation_id, body.content(), **body.pin()
+    )
     out = _opinion_out(service.verified_opinion(session, consultation_id))
     session.commit()
     return out
@@ -587,7 +610,7 @@ def amend_opinion(
     content = body.content()
     reason = content.pop("reason")
     service.amend_opinion(
-        session, kernel.audit, kernel.secret_box, principal, consultation_id, content, reason
+        session, kernel.audit, kernel.secret_box, principal, consultation_id, content, reason, **body.pin()
     )
     out = _opinion_out(service.verified_opinion(session, consultation_id))
     session.commit()
