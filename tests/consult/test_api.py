@@ -289,3 +289,61 @@ def test_signing_needs_the_signers_pin(client: TestClient, db: Session, demo: De
     assert read["valid"], read["problems"]
     fingerprints = [v["public_key_fingerprint"] for v in read["versions"]]
     assert fingerprints[0] == first_fingerprint != fingerprints[1]
+
+
+def _principal(db: Session, username: str) -> Any:
+    from tianfu.core.identity.models import User
+    from tianfu.core.security.principal import Principal
+
+    user = db.scalars(select(User).where(User.username == username)).one()
+    return Principal(user.id, username, username, user.role, user.organization_id, None, (), "api", "-")
+
+
+def test_admin_unlocks_and_pre_pin_keys_verify_but_never_sign(
+    client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
+) -> None:
+    from tianfu.consult import service
+    from tianfu.consult.tables import SignerKey
+    from tianfu.core.errors import Forbidden, Invalid
+
+    cid, huang = _draft(client, db, demo)
+    zhao = issue_token(db, "consult.zhao")
+    _consent(client, cid, huang, "treatment")
+    _consent(client, cid, huang, "patient-privacy")
+    for action, who in (("submit", huang), ("accept", zhao), ("start", huang)):
+        assert _act(client, cid, action, who).status_code == 200
+    url = f"{API}/consultations/{cid}/opinion"
+    body = {"opinion": "建议保守治疗", "signing_pin": "246810", "signing_pin_confirmation": "246810"}
+    assert client.post(url, json=body, headers=zhao).status_code == 201
+    amend = {"opinion": "补充", "reason": "补充", "signing_pin": "000000"}
+    for _ in range(5):
+        assert client.post(f"{url}/amendments", json=amend, headers=zhao).status_code == 403
+    db.rollback()
+
+    zhao_id = demo.user("consult.zhao").id
+    with kernel.sessions() as session, session.begin():
+        with pytest.raises(Forbidden):  # an administrator of another institution
+            service.unlock_signing_key(session, kernel.audit, _principal(session, "admin.jj"), zhao_id)
+        with pytest.raises(Forbidden):  # not an administrator
+            service.unlock_signing_key(session, kernel.audit, _principal(session, "dr.huang"), zhao_id)
+        service.unlock_signing_key(session, kernel.audit, _principal(session, "admin"), zhao_id)
+        with pytest.raises(Invalid):  # nothing left to unlock
+            service.unlock_signing_key(session, kernel.audit, _principal(session, "admin"), zhao_id)
+    amend["signing_pin"] = "246810"
+    assert client.post(f"{url}/amendments", json=amend, headers=zhao).status_code == 201
+
+    # A key from before signing PINs (sealed by the server only): its signatures still verify, but it
+    # never signs again: the next signature enrols a PIN-protected key.
+    with kernel.sessions() as session, session.begin():
+        key = session.scalars(select(SignerKey)).one()
+        key.private_key_sealed, key.pin_sealed_key = kernel.secret_box.seal("{}"), None
+    assert client.get(url, headers=huang).json()["valid"]
+    again = {**amend, "reason": "再补充"}
+    refused = client.post(f"{url}/amendments", json=again, headers=zhao)
+    assert refused.status_code == 422
+    assert "signing_pin_confirmation" in refused.json()["detail"]
+    again["signing_pin_confirmation"] = "246810"
+    assert client.post(f"{url}/amendments", json=again, headers=zhao).status_code == 201
+    read = client.get(url, headers=huang).json()
+    assert read["valid"], read["problems"]
+    assert len({v["public_key_fingerprint"] for v in read["versions"]}) == 2

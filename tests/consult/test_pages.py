@@ -240,16 +240,30 @@ def test_queue_accept_discussion_sign_and_decision(
 
     editor = client.get(f"/consult/{cid}/report", headers=zhao).text
     assert 'id="signing_pin"' in editor
-    assert 'id="signing_pin_confirmation"' not in editor  # the PIN is set: it is only asked for
+    assert 'id="set-pin"' not in editor  # the PIN is set: it is only asked for
     amendment = {"opinion": "建议行冠脉CTA及运动负荷试验", "reason": "补充", "amend": "1"}
     wrong = client.post(f"/consult/{cid}/report", **_form(zhao, **amendment, signing_pin="000000"))
     assert wrong.status_code == 422
-    assert "wrong signing PIN (4 tries left)" in wrong.text
+    assert "签名PIN错误，还可尝试 4 次。" in wrong.text
     amended = client.post(
         f"/consult/{cid}/report", **_form(zhao, **amendment, signing_pin="246810"), follow_redirects=False
     )
     assert amended.status_code == 303, amended.text
+    # Forgotten PIN: a new key under a new PIN, from the same form; the earlier versions stay valid.
+    renewed = client.post(
+        f"/consult/{cid}/report",
+        **_form(
+            zhao,
+            **{**amendment, "reason": "更换签名密钥后补充"},
+            signing_pin="97531abc",
+            signing_pin_confirmation="97531abc",
+            new_signing_key="1",
+        ),
+        follow_redirects=False,
+    )
+    assert renewed.status_code == 303, renewed.text
     chain = client.get(f"/consult/{cid}/report", headers=huang).text
+    assert "v3" in chain
     assert "v1" in chain
     assert "v2" in chain
     assert "补充" in chain

@@ -729,6 +729,27 @@ def _render_report(
     return render(request, "consult/report.html", context, status_code=422 if errors else 200)
 
 
+def _pin_message(exc: Invalid | Forbidden) -> list[str]:
+    """The signing-PIN refusals in the page language (empty for any other refusal)."""
+    code = exc.extra.get("code")
+    if code == "pin_too_short":
+        return [_("The signing PIN needs at least %(n)s characters.", n=service.PIN_MIN_LENGTH)]
+    if code == "pin_not_set":
+        return [_("Set your signing PIN first: enter it twice.")]
+    if code == "pin_mismatch":
+        return [_("The signing PIN and its repetition differ.")]
+    if code == "wrong_signing_pin" and exc.extra.get("tries_left"):
+        return [_("Wrong signing PIN: %(left)s tries left.", left=exc.extra["tries_left"])]
+    if code in {"wrong_signing_pin", "signing_key_locked"}:
+        return [
+            _(
+                "Your signing key is locked after too many wrong PINs: ask an administrator to unlock it, "
+                "or enrol a new key with a new PIN."
+            )
+        ]
+    return []
+
+
 @router.post("/{consultation_id}/report")
 def sign_report(
     request: Request,
@@ -744,6 +765,7 @@ def sign_report(
     amend: Annotated[str, Form(max_length=1)] = "",
     signing_pin: Annotated[str, Form(max_length=200)] = "",
     signing_pin_confirmation: Annotated[str | None, Form(max_length=200)] = None,
+    new_signing_key: Annotated[str, Form(max_length=1)] = "",
 ) -> Response:
     content = {
         "findings": findings.strip(),
@@ -766,7 +788,8 @@ def sign_report(
                 content,
                 reason.strip(),
                 pin=signing_pin,
-                pin_confirmation=signing_pin_confirmation,
+                pin_confirmation=signing_pin_confirmation or None,
+                new_key=bool(new_signing_key),
             )
         else:
             service.sign_opinion(
@@ -777,7 +800,8 @@ def sign_report(
                 consultation_id,
                 content,
                 pin=signing_pin,
-                pin_confirmation=signing_pin_confirmation,
+                pin_confirmation=signing_pin_confirmation or None,
+                new_key=bool(new_signing_key),
             )
     except (Invalid, Forbidden) as exc:
         if isinstance(exc, Forbidden) and exc.extra.get("code") not in {
@@ -792,7 +816,7 @@ def sign_report(
             session,
             principal,
             consultation_id,
-            refusal_messages(exc) if isinstance(exc, Invalid) else [exc.detail],
+            _pin_message(exc) or (refusal_messages(exc) if isinstance(exc, Invalid) else [exc.detail]),
             content,
         )
     session.commit()

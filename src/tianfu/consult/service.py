@@ -1001,6 +1001,7 @@ def signer_for(
         raise Forbidden(
             "wrong signing PIN" + (f" ({left} tries left)" if left > 0 else "; the key is now locked"),
             code="wrong_signing_pin",
+            tries_left=max(left, 0),
         ) from None
     key.failed_pin_attempts = 0
     return signer
@@ -1008,8 +1009,9 @@ def signer_for(
 
 def unlock_signing_key(session: Session, audit: AuditLog, principal: Principal, user_id: str) -> None:
     """An administrator lifts a wrong-PIN lockout (the PIN itself is never known to them)."""
-    if principal.role is not Role.ADMIN:
-        raise Forbidden("only an administrator unlocks a signing key")
+    user = session.get(User, user_id)
+    if principal.role != Role.ADMIN or user is None or user.organization_id != principal.organization_id:
+        raise Forbidden("only an administrator of the consultant's institution unlocks a signing key")
     key = _active_key(session, user_id)
     if key is None or key.locked_at is None:
         raise Invalid("no locked signing key for this user")
