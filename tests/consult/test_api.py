@@ -15,6 +15,7 @@ from tianfu.consult.demo import seed as seed_consult
 from tianfu.consult.tables import OpinionVersion
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.kernel import Kernel
+from tianfu.demo import DEMO_PASSWORD
 
 API = "/api/v1/consult"
 
@@ -284,6 +285,13 @@ def test_signing_needs_the_signers_pin(client: TestClient, db: Session, demo: De
         "signing_pin_confirmation": "13579bdf",
         "new_signing_key": True,
     }
+    # Replacing a key needs the login password: a hijacked session cannot swap in a key of its own.
+    no_password = client.post(amend_url, json=renewed, headers=zhao)
+    assert no_password.status_code == 403
+    assert "login password" in no_password.json()["detail"]
+    wrong_password = client.post(amend_url, json={**renewed, "password": "not-it"}, headers=zhao)
+    assert wrong_password.status_code == 403
+    renewed["password"] = DEMO_PASSWORD
     assert client.post(amend_url, json=renewed, headers=zhao).status_code == 201
     read = client.get(url, headers=huang).json()
     assert read["valid"], read["problems"]

@@ -18,6 +18,7 @@ from tianfu.consult.demo import seed as seed_consult
 from tianfu.consult.tables import Consultation, ConsultConsent, OpinionVersion
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.kernel import Kernel
+from tianfu.demo import DEMO_PASSWORD
 
 EN = {"Cookie": "tianfu_lang=en"}
 
@@ -249,7 +250,20 @@ def test_queue_accept_discussion_sign_and_decision(
         f"/consult/{cid}/report", **_form(zhao, **amendment, signing_pin="246810"), follow_redirects=False
     )
     assert amended.status_code == 303, amended.text
-    # Forgotten PIN: a new key under a new PIN, from the same form; the earlier versions stay valid.
+    # Forgotten PIN: a new key under a new PIN, from the same form, with the login password; the earlier
+    # versions stay valid.
+    without_password = client.post(
+        f"/consult/{cid}/report",
+        **_form(
+            zhao,
+            **amendment,
+            signing_pin="97531abc",
+            signing_pin_confirmation="97531abc",
+            new_signing_key="1",
+        ),
+    )
+    assert without_password.status_code == 422
+    assert "登录密码" in without_password.text
     renewed = client.post(
         f"/consult/{cid}/report",
         **_form(
@@ -258,6 +272,7 @@ def test_queue_accept_discussion_sign_and_decision(
             signing_pin="97531abc",
             signing_pin_confirmation="97531abc",
             new_signing_key="1",
+            password=DEMO_PASSWORD,
         ),
         follow_redirects=False,
     )

@@ -343,7 +343,8 @@ def test_keys_export_only_encrypted_and_reload() -> None:
     assert verify(signed, trusted_fingerprint=TRUSTED).valid
     with pytest.raises(ValueError, match="password"):
         SIGNER.private_key_pem(b"")
-    with pytest.raises(ValueError, match="Incorrect password"):
+    # Usually "Incorrect password"; about 1 in 300 keys decrypt to bytes that are not a key at all.
+    with pytest.raises(ValueError, match=r"Incorrect password|Could not deserialize"):
         EcdsaP256Signer.from_pem(pem, b"wrong")
     assert "PRIVATE" not in repr(SIGNER)
     assert TRUSTED[:16] in repr(SIGNER)

@@ -740,6 +740,8 @@ def _pin_message(exc: Invalid | Forbidden) -> list[str]:
         return [_("The signing PIN and its repetition differ.")]
     if code == "wrong_signing_pin" and exc.extra.get("tries_left"):
         return [_("Wrong signing PIN: %(left)s tries left.", left=exc.extra["tries_left"])]
+    if code == "password_required":
+        return [_("Enrolling a new signing key needs your login password.")]
     if code in {"wrong_signing_pin", "signing_key_locked"}:
         return [
             _(
@@ -766,6 +768,7 @@ def sign_report(
     signing_pin: Annotated[str, Form(max_length=200)] = "",
     signing_pin_confirmation: Annotated[str | None, Form(max_length=200)] = None,
     new_signing_key: Annotated[str, Form(max_length=1)] = "",
+    password: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     content = {
         "findings": findings.strip(),
@@ -776,6 +779,11 @@ def sign_report(
     try:
         if not content["opinion"]:
             raise Invalid(_("The opinion (诊疗意见) is required."))
+        password_confirmed = bool(new_signing_key) and service.confirm_login_password(
+            session, kernel.auth, principal, password
+        )
+        if new_signing_key and not password_confirmed:
+            raise Forbidden("a new signing key needs your login password", code="password_required")
         if amend:
             if not reason.strip():
                 raise Invalid(_("An amendment needs a reason."))
@@ -790,6 +798,7 @@ def sign_report(
                 pin=signing_pin,
                 pin_confirmation=signing_pin_confirmation or None,
                 new_key=bool(new_signing_key),
+                password_confirmed=password_confirmed,
             )
         else:
             service.sign_opinion(
@@ -802,11 +811,13 @@ def sign_report(
                 pin=signing_pin,
                 pin_confirmation=signing_pin_confirmation or None,
                 new_key=bool(new_signing_key),
+                password_confirmed=password_confirmed,
             )
     except (Invalid, Forbidden) as exc:
         if isinstance(exc, Forbidden) and exc.extra.get("code") not in {
             "wrong_signing_pin",
             "signing_key_locked",
+            "password_required",
         }:
             raise
         session.rollback()

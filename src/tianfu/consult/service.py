@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from tianfu.consult import signing
@@ -46,6 +46,7 @@ from tianfu.core.bus.outbox import enqueue
 from tianfu.core.db import utcnow
 from tianfu.core.errors import Forbidden, Invalid, NotFound
 from tianfu.core.identity.models import User
+from tianfu.core.identity.service import Authenticator
 from tianfu.core.identity.totp import SecretBox
 from tianfu.core.patients.models import CareGrant
 from tianfu.core.patients.service import grant_access, require_access
@@ -960,6 +961,7 @@ def signer_for(
     confirmation: str | None = None,
     *,
     new_key: bool = False,
+    password_confirmed: bool = False,
 ) -> signing.Signer:
     """The consultant's key, opened with their signing PIN (电子签名法 art. 13: sole control).
 
@@ -968,7 +970,15 @@ def signer_for(
     (403), audited and counted, committed even though the request fails; after
     :data:`PIN_MAX_ATTEMPTS` in a row the key locks.
     """
-    key = None if new_key else _active_key(session, principal.user_id)
+    key = _active_key(session, principal.user_id)
+    if new_key and key is not None:
+        # Replacing a working key (forgotten PIN, lockout) needs the login password, so that a hijacked
+        # session cannot swap in a key of its own and sign.
+        if not password_confirmed:
+            raise Forbidden(
+                "confirm your login password to enrol a new signing key", code="password_required"
+            )
+        key = None
     if key is None:
         return enrol_signing_key(session, audit, box, principal, pin, confirmation)
     if confirmation is not None and confirmation != pin:
@@ -983,9 +993,15 @@ def signer_for(
     try:
         signer = signing.open_private_key(json.loads(box.open(key.pin_sealed_key)), pin)
     except signing.WrongPin:
-        key.failed_pin_attempts += 1
+        # Counted in the database (not on a copy read earlier), so parallel guesses all count.
+        session.execute(
+            update(SignerKey)
+            .where(SignerKey.id == key.id)
+            .values(failed_pin_attempts=SignerKey.failed_pin_attempts + 1)
+        )
+        session.refresh(key)
         left = PIN_MAX_ATTEMPTS - key.failed_pin_attempts
-        if left <= 0:
+        if left <= 0 and key.locked_at is None:
             key.locked_at = utcnow()
         audit.record(
             session,
@@ -1005,6 +1021,20 @@ def signer_for(
         ) from None
     key.failed_pin_attempts = 0
     return signer
+
+
+def confirm_login_password(
+    session: Session, auth: Authenticator, principal: Principal, password: str
+) -> bool:
+    """The signed-in consultant's login password, checked (a wrong one is audited and counts toward the
+    account lockout, committed even though the request then fails)."""
+    user = session.get(User, principal.user_id)
+    if user is None or not password:
+        return False
+    if auth.reauthenticate(session, user, password, client_ip=principal.client_ip):
+        return True
+    session.commit()
+    return False
 
 
 def unlock_signing_key(session: Session, audit: AuditLog, principal: Principal, user_id: str) -> None:
@@ -1076,6 +1106,7 @@ def sign_opinion(
     pin: str,
     pin_confirmation: str | None = None,
     new_key: bool = False,
+    password_confirmed: bool = False,
 ) -> Consultation:
     """The assigned consultant signs version 1 and the consultation completes, in one transaction."""
     row = load(session, principal, consultation_id)
@@ -1085,7 +1116,16 @@ def sign_opinion(
         raise Invalid(f"an opinion is signed while the consultation is in progress, not {row.status}")
     if opinion_versions(session, row.id):
         raise Invalid("the opinion is already signed; amend it instead")
-    signer = signer_for(session, audit, box, principal, pin, pin_confirmation, new_key=new_key)
+    signer = signer_for(
+        session,
+        audit,
+        box,
+        principal,
+        pin,
+        pin_confirmation,
+        new_key=new_key,
+        password_confirmed=password_confirmed,
+    )
     version = signing.sign(
         _report(row, principal.user_id, content),
         document_id=f"opinion-{row.id}",
@@ -1118,6 +1158,7 @@ def amend_opinion(
     pin: str,
     pin_confirmation: str | None = None,
     new_key: bool = False,
+    password_confirmed: bool = False,
 ) -> OpinionVersion:
     """Version n+1, chained to version n; version n is never touched."""
     row = load(session, principal, consultation_id)
@@ -1133,7 +1174,16 @@ def amend_opinion(
     if not reason.strip():
         raise Invalid("an amendment needs a reason")
     previous = _signed_version(verified.latest)
-    signer = signer_for(session, audit, box, principal, pin, pin_confirmation, new_key=new_key)
+    signer = signer_for(
+        session,
+        audit,
+        box,
+        principal,
+        pin,
+        pin_confirmation,
+        new_key=new_key,
+        password_confirmed=password_confirmed,
+    )
     version = signing.amend(
         previous,
         _report(row, principal.user_id, content),

@@ -27,10 +27,12 @@ from tianfu.consult.tables import (
     ConsultMessage,
 )
 from tianfu.core.db import utcnow
+from tianfu.core.errors import Forbidden
 from tianfu.core.http.deps import DbDep, KernelDep, require
 from tianfu.core.http.problems import PROBLEM_RESPONSES
 from tianfu.core.http.schemas import IsoDateTime, RequestModel, ResponseModel
 from tianfu.core.identity.models import User
+from tianfu.core.kernel import Kernel
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 
@@ -141,15 +143,26 @@ class OpinionIn(RequestModel):
         False,
         description="Enrol a new key under a new PIN (a locked or forgotten one); old signatures stay valid.",
     )
+    password: str | None = Field(
+        None, max_length=200, description="The login password: required with new_signing_key."
+    )
 
     def content(self) -> dict[str, str]:
-        return self.model_dump(exclude={"signing_pin", "signing_pin_confirmation", "new_signing_key"})
+        return self.model_dump(
+            exclude={"signing_pin", "signing_pin_confirmation", "new_signing_key", "password"}
+        )
 
-    def pin(self) -> dict[str, Any]:
+    def pin(self, kernel: Kernel, session: Session, principal: Principal) -> dict[str, Any]:
+        confirmed = self.new_signing_key and service.confirm_login_password(
+            session, kernel.auth, principal, self.password or ""
+        )
+        if self.new_signing_key and not confirmed:
+            raise Forbidden("a new signing key needs your login password", code="password_required")
         return {
             "pin": self.signing_pin,
             "pin_confirmation": self.signing_pin_confirmation,
             "new_key": self.new_signing_key,
+            "password_confirmed": confirmed,
         }
 
 
@@ -592,7 +605,13 @@ def sign_opinion(
     kernel: KernelDep, session: DbDep, principal: Writer, consultation_id: Id, body: OpinionIn
 ) -> OpinionOut:
     service.sign_opinion(
-        session, kernel.audit, kernel.secret_box, principal, consultation_id, body.content(), **body.pin()
+        session,
+        kernel.audit,
+        kernel.secret_box,
+        principal,
+        consultation_id,
+        body.content(),
+        **body.pin(kernel, session, principal),
     )
     out = _opinion_out(service.verified_opinion(session, consultation_id))
     session.commit()
@@ -610,7 +629,14 @@ def amend_opinion(
     content = body.content()
     reason = content.pop("reason")
     service.amend_opinion(
-        session, kernel.audit, kernel.secret_box, principal, consultation_id, content, reason, **body.pin()
+        session,
+        kernel.audit,
+        kernel.secret_box,
+        principal,
+        consultation_id,
+        content,
+        reason,
+        **body.pin(kernel, session, principal),
     )
     out = _opinion_out(service.verified_opinion(session, consultation_id))
     session.commit()
