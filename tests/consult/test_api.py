@@ -15,6 +15,7 @@ from tianfu.consult.demo import seed as seed_consult
 from tianfu.consult.tables import OpinionVersion
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.kernel import Kernel
+from tianfu.demo import DEMO_PASSWORD
 
 API = "/api/v1/consult"
 
@@ -104,7 +105,12 @@ def test_from_draft_to_signed_opinion_and_decision(
     assert len(client.get(f"{API}/consultations/{cid}/messages", headers=zhao).json()) == 2
 
     # Only the assigned consultant signs, and the inviting physician cannot.
-    opinion = {"opinion": "考虑稳定型心绞痛，建议行冠脉CTA", "diagnosis": "稳定型心绞痛"}
+    opinion = {
+        "opinion": "考虑稳定型心绞痛，建议行冠脉CTA",
+        "diagnosis": "稳定型心绞痛",
+        "signing_pin": "246810",
+        "signing_pin_confirmation": "246810",
+    }
     assert client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=huang).status_code == 403
     signed = client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=zhao)
     assert signed.status_code == 201, signed.text
@@ -153,7 +159,7 @@ def test_tampered_report_is_detected_on_read(
     _consent(client, cid, huang, "patient-privacy")
     for action, who in (("submit", huang), ("accept", zhao), ("start", huang)):
         assert _act(client, cid, action, who).status_code == 200
-    opinion = {"opinion": "建议保守治疗"}
+    opinion = {"opinion": "建议保守治疗", "signing_pin": "246810", "signing_pin_confirmation": "246810"}
     assert client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=zhao).status_code == 201
     with kernel.sessions() as session, session.begin():
         row = session.scalars(select(OpinionVersion).where(OpinionVersion.consultation_id == cid)).one()
@@ -227,3 +233,125 @@ def test_no_agreement_no_request(client: TestClient, db: Session, demo: Demo) ->
     assert refused.status_code == 422
     assert [e["code"] for e in refused.json()["errors"]] == ["agreement.missing"]
     assert refused.headers["content-type"] == "application/problem+json"
+
+
+def test_signing_needs_the_signers_pin(client: TestClient, db: Session, demo: Demo, network: None) -> None:
+    """SEC-07 / 电子签名法 art. 13: the key opens only with the consultant's PIN; wrong PINs lock it."""
+    from tianfu.consult.tables import SignerKey
+
+    cid, huang = _draft(client, db, demo)
+    zhao = issue_token(db, "consult.zhao")
+    _consent(client, cid, huang, "treatment")
+    _consent(client, cid, huang, "patient-privacy")
+    for action, who in (("submit", huang), ("accept", zhao), ("start", huang)):
+        assert _act(client, cid, action, who).status_code == 200
+    url = f"{API}/consultations/{cid}/opinion"
+    body = {"opinion": "建议保守治疗", "signing_pin": "246810"}
+    assert client.post(url, json={**body, "signing_pin": "12345"}, headers=zhao).status_code == 422  # short
+    unset = client.post(url, json=body, headers=zhao)  # the first time the PIN needs confirming
+    assert unset.status_code == 422
+    assert "signing_pin_confirmation" in unset.json()["detail"]
+    mismatch = client.post(url, json={**body, "signing_pin_confirmation": "246811"}, headers=zhao)
+    assert mismatch.status_code == 422
+    assert (
+        client.post(url, json={**body, "signing_pin_confirmation": "246810"}, headers=zhao).status_code == 201
+    )
+    key = db.scalars(select(SignerKey)).one()
+    assert key.pin_sealed_key
+    assert key.private_key_sealed is None
+    assert "246810" not in key.pin_sealed_key
+    first_fingerprint = key.fingerprint
+    db.rollback()
+
+    amend = {**body, "reason": "补充", "recommendations": "复诊"}
+    amend_url = f"{url}/amendments"
+    for attempt in range(1, 6):
+        wrong = client.post(amend_url, json={**amend, "signing_pin": "000000"}, headers=zhao)
+        assert wrong.status_code == 403, wrong.text
+        assert ("locked" if attempt == 5 else "tries left") in wrong.json()["detail"]
+    locked = client.post(amend_url, json=amend, headers=zhao)  # even the right PIN, once locked
+    assert locked.status_code == 403
+    assert "locked" in locked.json()["detail"]
+    audited = db.scalars(
+        select(AuditRecord).where(AuditRecord.action == "consult.signing-key.wrong-pin")
+    ).all()
+    assert len(audited) == 5
+    db.rollback()
+
+    # A new key under a new PIN: a new fingerprint; the first version still verifies against the old key.
+    renewed = {
+        **amend,
+        "signing_pin": "13579bdf",
+        "signing_pin_confirmation": "13579bdf",
+        "new_signing_key": True,
+    }
+    # Replacing a key needs the login password: a hijacked session cannot swap in a key of its own.
+    no_password = client.post(amend_url, json=renewed, headers=zhao)
+    assert no_password.status_code == 403
+    assert "login password" in no_password.json()["detail"]
+    wrong_password = client.post(amend_url, json={**renewed, "password": "not-it"}, headers=zhao)
+    assert wrong_password.status_code == 403
+    renewed["password"] = DEMO_PASSWORD
+    assert client.post(amend_url, json=renewed, headers=zhao).status_code == 201
+    read = client.get(url, headers=huang).json()
+    assert read["valid"], read["problems"]
+    fingerprints = [v["public_key_fingerprint"] for v in read["versions"]]
+    assert fingerprints[0] == first_fingerprint != fingerprints[1]
+
+
+def _principal(db: Session, username: str) -> Any:
+    from tianfu.core.identity.models import User
+    from tianfu.core.security.principal import Principal
+
+    user = db.scalars(select(User).where(User.username == username)).one()
+    return Principal(user.id, username, username, user.role, user.organization_id, None, (), "api", "-")
+
+
+def test_admin_unlocks_and_pre_pin_keys_verify_but_never_sign(
+    client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
+) -> None:
+    from tianfu.consult import service
+    from tianfu.consult.tables import SignerKey
+    from tianfu.core.errors import Forbidden, Invalid
+
+    cid, huang = _draft(client, db, demo)
+    zhao = issue_token(db, "consult.zhao")
+    _consent(client, cid, huang, "treatment")
+    _consent(client, cid, huang, "patient-privacy")
+    for action, who in (("submit", huang), ("accept", zhao), ("start", huang)):
+        assert _act(client, cid, action, who).status_code == 200
+    url = f"{API}/consultations/{cid}/opinion"
+    body = {"opinion": "建议保守治疗", "signing_pin": "246810", "signing_pin_confirmation": "246810"}
+    assert client.post(url, json=body, headers=zhao).status_code == 201
+    amend = {"opinion": "补充", "reason": "补充", "signing_pin": "000000"}
+    for _ in range(5):
+        assert client.post(f"{url}/amendments", json=amend, headers=zhao).status_code == 403
+    db.rollback()
+
+    zhao_id = demo.user("consult.zhao").id
+    with kernel.sessions() as session, session.begin():
+        with pytest.raises(Forbidden):  # an administrator of another institution
+            service.unlock_signing_key(session, kernel.audit, _principal(session, "admin.jj"), zhao_id)
+        with pytest.raises(Forbidden):  # not an administrator
+            service.unlock_signing_key(session, kernel.audit, _principal(session, "dr.huang"), zhao_id)
+        service.unlock_signing_key(session, kernel.audit, _principal(session, "admin"), zhao_id)
+        with pytest.raises(Invalid):  # nothing left to unlock
+            service.unlock_signing_key(session, kernel.audit, _principal(session, "admin"), zhao_id)
+    amend["signing_pin"] = "246810"
+    assert client.post(f"{url}/amendments", json=amend, headers=zhao).status_code == 201
+
+    # A key from before signing PINs (sealed by the server only): its signatures still verify, but it
+    # never signs again: the next signature enrols a PIN-protected key.
+    with kernel.sessions() as session, session.begin():
+        key = session.scalars(select(SignerKey)).one()
+        key.private_key_sealed, key.pin_sealed_key = kernel.secret_box.seal("{}"), None
+    assert client.get(url, headers=huang).json()["valid"]
+    again = {**amend, "reason": "再补充"}
+    refused = client.post(f"{url}/amendments", json=again, headers=zhao)
+    assert refused.status_code == 422
+    assert "signing_pin_confirmation" in refused.json()["detail"]
+    again["signing_pin_confirmation"] = "246810"
+    assert client.post(f"{url}/amendments", json=again, headers=zhao).status_code == 201
+    read = client.get(url, headers=huang).json()
+    assert read["valid"], read["problems"]
+    assert len({v["public_key_fingerprint"] for v in read["versions"]}) == 2

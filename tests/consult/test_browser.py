@@ -208,6 +208,8 @@ def test_a_whole_consultation_between_two_institutions(
     zhao.page.fill("#diagnosis", "冠心病，稳定型心绞痛可能")
     zhao.page.fill("#opinion", "建议转我院心内科行冠脉CTA，必要时冠脉造影；加用阿司匹林及他汀。")
     zhao.page.fill("#recommendations", "两周内复诊。")
+    zhao.page.fill("#signing_pin", "246810")  # first signature: the consultant sets their signing PIN
+    zhao.page.fill("#signing_pin_confirmation", "246810")
     zhao.shot("consult-report-editor")
     zhao.page.click("#sign")
     expect(zhao.page.locator("#signed-report .sig-badge")).to_have_text("✔ 签名有效")

@@ -43,7 +43,12 @@ def run_full_consultation(client: TestClient, db: Session, demo: Demo) -> tuple[
     first = client.post(f"{API}/consultations/{cid}/messages", json={"body": "请补充心电图"}, headers=zhao)
     reply = {"body": "已上传", "in_response_to_id": first.json()["id"]}
     assert client.post(f"{API}/consultations/{cid}/messages", json=reply, headers=huang).status_code == 201
-    opinion = {"opinion": "考虑稳定型心绞痛，建议行冠脉CTA", "diagnosis": "稳定型心绞痛"}
+    opinion = {
+        "opinion": "考虑稳定型心绞痛，建议行冠脉CTA",
+        "diagnosis": "稳定型心绞痛",
+        "signing_pin": "246810",
+        "signing_pin_confirmation": "246810",
+    }
     assert client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=zhao).status_code == 201
     decided = client.post(f"{API}/consultations/{cid}/decision", json={"decision": "转诊"}, headers=huang)
     assert decided.status_code == 200

@@ -18,6 +18,7 @@ from tianfu.consult.demo import seed as seed_consult
 from tianfu.consult.tables import Consultation, ConsultConsent, OpinionVersion
 from tianfu.core.audit.models import AuditRecord
 from tianfu.core.kernel import Kernel
+from tianfu.demo import DEMO_PASSWORD
 
 EN = {"Cookie": "tianfu_lang=en"}
 
@@ -212,11 +213,24 @@ def test_queue_accept_discussion_sign_and_decision(
     assert "ai-suggestions" not in form
     assert client.get(f"/consult/{cid}/report", headers=huang).text.count("<textarea") == 0
 
+    assert 'id="set-pin"' in editor.text
+    assert 'id="signing_pin_confirmation"' in form
     missing = client.post(f"/consult/{cid}/report", **_form(zhao, opinion=""))
     assert missing.status_code == 422
+    unconfirmed = client.post(
+        f"/consult/{cid}/report", **_form(zhao, opinion="建议行冠脉CTA", signing_pin="246810")
+    )
+    assert unconfirmed.status_code == 422
+    assert "signing_pin_confirmation" in unconfirmed.text
     signed = client.post(
         f"/consult/{cid}/report",
-        **_form(zhao, diagnosis="稳定型心绞痛", opinion="建议行冠脉CTA"),
+        **_form(
+            zhao,
+            diagnosis="稳定型心绞痛",
+            opinion="建议行冠脉CTA",
+            signing_pin="246810",
+            signing_pin_confirmation="246810",
+        ),
         follow_redirects=False,
     )
     assert signed.status_code == 303, signed.text
@@ -225,13 +239,46 @@ def test_queue_accept_discussion_sign_and_decision(
     assert "建议行冠脉CTA" in report.text
     assert "<textarea" not in report.text  # read-only after signing
 
+    editor = client.get(f"/consult/{cid}/report", headers=zhao).text
+    assert 'id="signing_pin"' in editor
+    assert 'id="set-pin"' not in editor  # the PIN is set: it is only asked for
+    amendment = {"opinion": "建议行冠脉CTA及运动负荷试验", "reason": "补充", "amend": "1"}
+    wrong = client.post(f"/consult/{cid}/report", **_form(zhao, **amendment, signing_pin="000000"))
+    assert wrong.status_code == 422
+    assert "签名PIN错误，还可尝试 4 次。" in wrong.text
     amended = client.post(
-        f"/consult/{cid}/report",
-        **_form(zhao, opinion="建议行冠脉CTA及运动负荷试验", reason="补充", amend="1"),
-        follow_redirects=False,
+        f"/consult/{cid}/report", **_form(zhao, **amendment, signing_pin="246810"), follow_redirects=False
     )
     assert amended.status_code == 303, amended.text
+    # Forgotten PIN: a new key under a new PIN, from the same form, with the login password; the earlier
+    # versions stay valid.
+    without_password = client.post(
+        f"/consult/{cid}/report",
+        **_form(
+            zhao,
+            **amendment,
+            signing_pin="97531abc",
+            signing_pin_confirmation="97531abc",
+            new_signing_key="1",
+        ),
+    )
+    assert without_password.status_code == 422
+    assert "登录密码" in without_password.text
+    renewed = client.post(
+        f"/consult/{cid}/report",
+        **_form(
+            zhao,
+            **{**amendment, "reason": "更换签名密钥后补充"},
+            signing_pin="97531abc",
+            signing_pin_confirmation="97531abc",
+            new_signing_key="1",
+            password=DEMO_PASSWORD,
+        ),
+        follow_redirects=False,
+    )
+    assert renewed.status_code == 303, renewed.text
     chain = client.get(f"/consult/{cid}/report", headers=huang).text
+    assert "v3" in chain
     assert "v1" in chain
     assert "v2" in chain
     assert "补充" in chain
@@ -251,7 +298,7 @@ def test_tampered_report_shows_invalid_signature(
     client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
 ) -> None:
     cid, huang, zhao = _in_progress(client, db, demo)
-    opinion = {"opinion": "建议保守治疗"}
+    opinion = {"opinion": "建议保守治疗", "signing_pin": "246810", "signing_pin_confirmation": "246810"}
     assert client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=zhao).status_code == 201
     assert "签名有效" in client.get(f"/consult/{cid}", headers=huang).text
     with kernel.sessions() as session, session.begin():
@@ -338,7 +385,7 @@ def test_live_stream_sends_new_messages_and_status_changes(
                 await asyncio.to_thread(
                     client.post,
                     f"{API}/consultations/{cid}/opinion",
-                    json={"opinion": "建议"},
+                    json={"opinion": "建议", "signing_pin": "246810", "signing_pin_confirmation": "246810"},
                     headers=zhao,
                 )
         return frames

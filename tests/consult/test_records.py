@@ -230,7 +230,11 @@ def test_consultant_loses_the_chart_but_keeps_the_record(
     patient = demo.patient("黄玉珍").id
     cid, huang, zhao = _in_progress(client, db, demo)
     assert client.get(f"/api/v1/patients/{patient}", headers=zhao).status_code == 200
-    opinion = {"opinion": "考虑稳定型心绞痛，建议行冠脉CTA"}
+    opinion = {
+        "opinion": "考虑稳定型心绞痛，建议行冠脉CTA",
+        "signing_pin": "246810",
+        "signing_pin_confirmation": "246810",
+    }
     assert client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=zhao).status_code == 201
     chart = client.get(f"/api/v1/patients/{patient}", headers=zhao)
     assert chart.status_code in (403, 404), chart.text

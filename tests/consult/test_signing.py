@@ -277,7 +277,7 @@ def test_a_swapped_public_key_is_detected() -> None:
 
 def test_unknown_algorithm_and_non_canonical_content_are_reported() -> None:
     signed = signed_report()
-    unknown = replace(signed, signature=replace(signed.signature, algorithm="sm2-sm3"))
+    unknown = replace(signed, signature=replace(signed.signature, algorithm="rsa-pss-sha256"))
     assert verify(unknown, trusted_fingerprint=TRUSTED).problems == ("unknown_algorithm", "signature_invalid")
     spaced = signed.canonical_content.replace(b",", b", ")
     loose = replace(
@@ -310,7 +310,7 @@ def test_sign_refuses_misuse() -> None:
 
 
 class _ForeignSigner:
-    algorithm = "sm2-sm3"
+    algorithm = "rsa-pss-sha256"
     public_key = b""
 
     def sign(self, data: bytes) -> bytes:
@@ -319,7 +319,7 @@ class _ForeignSigner:
 
 def test_an_unregistered_algorithm_cannot_sign() -> None:
     assert isinstance(_ForeignSigner(), Signer)
-    assert "sm2-sm3" not in ALGORITHMS
+    assert "rsa-pss-sha256" not in ALGORITHMS
     with pytest.raises(ValueError, match="unknown signature algorithm"):
         sign(REPORT, document_id="rep-1", signer=_ForeignSigner(), signer_id="dr-wang", signed_at=SIGNED_AT)
 
@@ -343,7 +343,8 @@ def test_keys_export_only_encrypted_and_reload() -> None:
     assert verify(signed, trusted_fingerprint=TRUSTED).valid
     with pytest.raises(ValueError, match="password"):
         SIGNER.private_key_pem(b"")
-    with pytest.raises(ValueError, match="Incorrect password"):
+    # Usually "Incorrect password"; about 1 in 300 keys decrypt to bytes that are not a key at all.
+    with pytest.raises(ValueError, match=r"Incorrect password|Could not deserialize"):
         EcdsaP256Signer.from_pem(pem, b"wrong")
     assert "PRIVATE" not in repr(SIGNER)
     assert TRUSTED[:16] in repr(SIGNER)

@@ -73,6 +73,8 @@ OPINION_SYSTEM = "urn:tianfu:consult-opinion"
 EXT_ENVELOPE = "urn:tianfu:fhir:StructureDefinition/signed-envelope"  # base64 canonical envelope
 EXT_PUBLIC_KEY = "urn:tianfu:fhir:StructureDefinition/signer-public-key"  # base64 DER SPKI
 SIG_FORMAT = "application/vnd.tianfu.ecdsa-p256-sha256"  # raw DER ECDSA over the canonical envelope
+# Per algorithm: DER (r, s) over the canonical envelope; SM2 with SM3 and the Z_A preprocessing (default ID).
+SIG_FORMATS = {"ecdsa-p256-sha256": SIG_FORMAT, "sm2-sm3": "application/vnd.tianfu.sm2-sm3"}
 TARGET_FORMAT = "application/json"  # the canonical JSON envelope (RFC 8785 style)
 OPINION_CODE = {"system": LOINC, "code": "11488-4", "display": "Consult note"}
 CONSULT_CODE = {"system": SNOMED, "code": "11429006", "display": "Consultation"}
@@ -484,7 +486,7 @@ def signature_provenance(
                 "when": iso(version.signed_at),
                 "who": signer,
                 "targetFormat": TARGET_FORMAT,
-                "sigFormat": SIG_FORMAT,
+                "sigFormat": SIG_FORMATS.get(version.algorithm, SIG_FORMAT),
                 "data": version.signature,
                 "extension": [
                     {"url": EXT_ENVELOPE, "valueBase64Binary": _b64(_envelope(version))},

@@ -718,6 +718,7 @@ def _render_report(
         "opinion": opinion,
         "can_sign": can_sign,
         "can_amend": can_amend,
+        "pin_enrolled": (can_sign or can_amend) and service.has_signing_key(session, principal.user_id),
         "suggestions": suggestions,
         "form": form
         or {k: str(latest.get(k, "")) for k in ("findings", "diagnosis", "opinion", "recommendations")},
@@ -726,6 +727,29 @@ def _render_report(
     }
     session.commit()
     return render(request, "consult/report.html", context, status_code=422 if errors else 200)
+
+
+def _pin_message(exc: Invalid | Forbidden) -> list[str]:
+    """The signing-PIN refusals in the page language (empty for any other refusal)."""
+    code = exc.extra.get("code")
+    if code == "pin_too_short":
+        return [_("The signing PIN needs at least %(n)s characters.", n=service.PIN_MIN_LENGTH)]
+    if code == "pin_not_set":
+        return [_("Set your signing PIN first: enter it twice.")]
+    if code == "pin_mismatch":
+        return [_("The signing PIN and its repetition differ.")]
+    if code == "wrong_signing_pin" and exc.extra.get("tries_left"):
+        return [_("Wrong signing PIN: %(left)s tries left.", left=exc.extra["tries_left"])]
+    if code == "password_required":
+        return [_("Enrolling a new signing key needs your login password.")]
+    if code in {"wrong_signing_pin", "signing_key_locked"}:
+        return [
+            _(
+                "Your signing key is locked after too many wrong PINs: ask an administrator to unlock it, "
+                "or enrol a new key with a new PIN."
+            )
+        ]
+    return []
 
 
 @router.post("/{consultation_id}/report")
@@ -741,6 +765,10 @@ def sign_report(
     recommendations: Long = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
     amend: Annotated[str, Form(max_length=1)] = "",
+    signing_pin: Annotated[str, Form(max_length=200)] = "",
+    signing_pin_confirmation: Annotated[str | None, Form(max_length=200)] = None,
+    new_signing_key: Annotated[str, Form(max_length=1)] = "",
+    password: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     content = {
         "findings": findings.strip(),
@@ -751,20 +779,56 @@ def sign_report(
     try:
         if not content["opinion"]:
             raise Invalid(_("The opinion (诊疗意见) is required."))
+        password_confirmed = bool(new_signing_key) and service.confirm_login_password(
+            session, kernel.auth, principal, password
+        )
+        if new_signing_key and not password_confirmed:
+            raise Forbidden("a new signing key needs your login password", code="password_required")
         if amend:
             if not reason.strip():
                 raise Invalid(_("An amendment needs a reason."))
             service.amend_opinion(
-                session, kernel.audit, kernel.secret_box, principal, consultation_id, content, reason.strip()
+                session,
+                kernel.audit,
+                kernel.secret_box,
+                principal,
+                consultation_id,
+                content,
+                reason.strip(),
+                pin=signing_pin,
+                pin_confirmation=signing_pin_confirmation or None,
+                new_key=bool(new_signing_key),
+                password_confirmed=password_confirmed,
             )
         else:
             service.sign_opinion(
-                session, kernel.audit, kernel.secret_box, principal, consultation_id, content
+                session,
+                kernel.audit,
+                kernel.secret_box,
+                principal,
+                consultation_id,
+                content,
+                pin=signing_pin,
+                pin_confirmation=signing_pin_confirmation or None,
+                new_key=bool(new_signing_key),
+                password_confirmed=password_confirmed,
             )
-    except Invalid as exc:
+    except (Invalid, Forbidden) as exc:
+        if isinstance(exc, Forbidden) and exc.extra.get("code") not in {
+            "wrong_signing_pin",
+            "signing_key_locked",
+            "password_required",
+        }:
+            raise
         session.rollback()
         return _render_report(
-            request, kernel, session, principal, consultation_id, refusal_messages(exc), content
+            request,
+            kernel,
+            session,
+            principal,
+            consultation_id,
+            _pin_message(exc) or (refusal_messages(exc) if isinstance(exc, Invalid) else [exc.detail]),
+            content,
         )
     session.commit()
     message = _("The amendment was signed.") if amend else _("The opinion was signed.")

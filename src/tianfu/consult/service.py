@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from tianfu.consult import signing
@@ -41,11 +40,13 @@ from tianfu.consult.tables import (
     OpinionVersion,
     SignerKey,
 )
+from tianfu.consult.timers import get_consult_settings
 from tianfu.core.audit.service import OUTCOME_MINOR_FAILURE, AuditLog
 from tianfu.core.bus.outbox import enqueue
 from tianfu.core.db import utcnow
 from tianfu.core.errors import Forbidden, Invalid, NotFound
 from tianfu.core.identity.models import User
+from tianfu.core.identity.service import Authenticator
 from tianfu.core.identity.totp import SecretBox
 from tianfu.core.patients.models import CareGrant
 from tianfu.core.patients.service import grant_access, require_access
@@ -205,14 +206,16 @@ class VerifiedOpinion:
         return self.rows[-1]
 
 
-def _trusted_keys(session: Session, signer_ids: set[str]) -> dict[str, str]:
-    """Each signer's registered, unrevoked key fingerprint: never the one a stored record names."""
+def _trusted_keys(session: Session, signer_ids: set[str]) -> dict[str, frozenset[str]]:
+    """Each signer's registered, unrevoked key fingerprints (superseded ones included, for what they
+    signed): never the one a stored record names."""
     keys = session.scalars(
-        select(SignerKey)
-        .where(SignerKey.user_id.in_(signer_ids), SignerKey.revoked_at.is_(None))
-        .order_by(SignerKey.created_at)
+        select(SignerKey).where(SignerKey.user_id.in_(signer_ids), SignerKey.revoked_at.is_(None))
     ).all()
-    return {key.user_id: key.fingerprint for key in keys}
+    trusted: dict[str, frozenset[str]] = {}
+    for key in keys:
+        trusted[key.user_id] = trusted.get(key.user_id, frozenset()) | {key.fingerprint}
+    return trusted
 
 
 def verified_opinion(session: Session, consultation_id: str) -> VerifiedOpinion | None:
@@ -873,31 +876,184 @@ def messages(
 # ---- the opinion ---------------------------------------------------------------------------------
 
 
-def signer_for(session: Session, box: SecretBox, user_id: str) -> signing.EcdsaP256Signer:
-    """The consultant's software key, created on first use (interim: see :class:`SignerKey`)."""
-    key = session.scalar(
+PIN_MIN_LENGTH = 6
+PIN_MAX_ATTEMPTS = 5  # wrong PINs in a row before the key locks
+
+
+def _active_key(session: Session, user_id: str) -> SignerKey | None:
+    return session.scalar(
         select(SignerKey)
-        .where(SignerKey.user_id == user_id, SignerKey.revoked_at.is_(None))
+        .where(
+            SignerKey.user_id == user_id,
+            SignerKey.revoked_at.is_(None),
+            SignerKey.superseded_at.is_(None),
+            SignerKey.pin_sealed_key.is_not(None),
+        )
         .order_by(SignerKey.created_at.desc())
         .limit(1)
     )
-    if key is not None and key.private_key_sealed:
-        sealed = json.loads(box.open(key.private_key_sealed))
-        return signing.EcdsaP256Signer.from_pem(sealed["pem"].encode(), sealed["password"].encode())
-    signer = signing.ECDSA_P256_SHA256.generate_signer()
-    password = secrets.token_urlsafe(32)
-    pem = signer.private_key_pem(password.encode()).decode()
+
+
+def has_signing_key(session: Session, user_id: str) -> bool:
+    """Whether the consultant has a PIN-protected key to sign with (else the next signature enrols one)."""
+    return _active_key(session, user_id) is not None
+
+
+def _check_new_pin(pin: str, confirmation: str | None) -> None:
+    if len(pin) < PIN_MIN_LENGTH:
+        raise Invalid(f"the signing PIN needs at least {PIN_MIN_LENGTH} characters", code="pin_too_short")
+    if confirmation is None:
+        raise Invalid(
+            "set your signing PIN first: send it again as signing_pin_confirmation", code="pin_not_set"
+        )
+    if confirmation != pin:
+        raise Invalid("the signing PIN and its confirmation differ", code="pin_mismatch")
+
+
+def enrol_signing_key(
+    session: Session,
+    audit: AuditLog,
+    box: SecretBox,
+    principal: Principal,
+    pin: str,
+    confirmation: str | None,
+) -> signing.SoftwareSigner:
+    """A new key sealed under the consultant's new signing PIN; earlier keys stop signing, keep verifying."""
+    _check_new_pin(pin, confirmation)
+    algorithm = signing.algorithm_named(get_consult_settings().signature_algorithm)
+    signer = algorithm.generate_signer()
+    assert isinstance(signer, signing.SoftwareSigner)
+    now = utcnow()
+    for old in session.scalars(
+        select(SignerKey).where(SignerKey.user_id == principal.user_id, SignerKey.superseded_at.is_(None))
+    ):
+        old.superseded_at = now
+    fingerprint = signing.key_fingerprint(signer.public_key)
     session.add(
         SignerKey(
-            user_id=user_id,
+            user_id=principal.user_id,
             algorithm=signer.algorithm,
             public_key=base64.b64encode(signer.public_key).decode(),
-            fingerprint=signing.key_fingerprint(signer.public_key),
-            private_key_sealed=box.seal(json.dumps({"pem": pem, "password": password})),
+            fingerprint=fingerprint,
+            pin_sealed_key=box.seal(json.dumps(signing.seal_private_key(signer, pin))),
+            created_at=now,
         )
     )
     session.flush()
+    audit.record(
+        session,
+        actor=principal.actor,
+        action="consult.signing-key.enrol",
+        action_type="C",
+        resource_type="SignerKey",
+        resource_id=fingerprint,
+        detail={"algorithm": signer.algorithm, "fingerprint": fingerprint},
+    )
     return signer
+
+
+def signer_for(
+    session: Session,
+    audit: AuditLog,
+    box: SecretBox,
+    principal: Principal,
+    pin: str,
+    confirmation: str | None = None,
+    *,
+    new_key: bool = False,
+    password_confirmed: bool = False,
+) -> signing.Signer:
+    """The consultant's key, opened with their signing PIN (电子签名法 art. 13: sole control).
+
+    No usable key yet (first signature, a pre-PIN key, or ``new_key`` to replace a locked or forgotten
+    one): a new key is enrolled under ``pin``, which then needs ``confirmation``. A wrong PIN is refused
+    (403), audited and counted, committed even though the request fails; after
+    :data:`PIN_MAX_ATTEMPTS` in a row the key locks.
+    """
+    key = _active_key(session, principal.user_id)
+    if new_key and key is not None:
+        # Replacing a working key (forgotten PIN, lockout) needs the login password, so that a hijacked
+        # session cannot swap in a key of its own and sign.
+        if not password_confirmed:
+            raise Forbidden(
+                "confirm your login password to enrol a new signing key", code="password_required"
+            )
+        key = None
+    if key is None:
+        return enrol_signing_key(session, audit, box, principal, pin, confirmation)
+    if confirmation is not None and confirmation != pin:
+        raise Invalid("the signing PIN and its confirmation differ", code="pin_mismatch")
+    if key.locked_at is not None:
+        raise Forbidden(
+            "your signing key is locked after too many wrong PINs: ask an administrator to unlock it, "
+            "or enrol a new key with a new PIN",
+            code="signing_key_locked",
+        )
+    assert key.pin_sealed_key is not None
+    try:
+        signer = signing.open_private_key(json.loads(box.open(key.pin_sealed_key)), pin)
+    except signing.WrongPin:
+        # Counted in the database (not on a copy read earlier), so parallel guesses all count.
+        session.execute(
+            update(SignerKey)
+            .where(SignerKey.id == key.id)
+            .values(failed_pin_attempts=SignerKey.failed_pin_attempts + 1)
+        )
+        session.refresh(key)
+        left = PIN_MAX_ATTEMPTS - key.failed_pin_attempts
+        if left <= 0 and key.locked_at is None:
+            key.locked_at = utcnow()
+        audit.record(
+            session,
+            actor=principal.actor,
+            action="consult.signing-key.wrong-pin",
+            action_type="E",
+            resource_type="SignerKey",
+            resource_id=key.fingerprint,
+            outcome=OUTCOME_MINOR_FAILURE,
+            detail={"attempts": key.failed_pin_attempts, "locked": key.locked_at is not None},
+        )
+        session.commit()  # the count and the audit record outlive the refused request
+        raise Forbidden(
+            "wrong signing PIN" + (f" ({left} tries left)" if left > 0 else "; the key is now locked"),
+            code="wrong_signing_pin",
+            tries_left=max(left, 0),
+        ) from None
+    key.failed_pin_attempts = 0
+    return signer
+
+
+def confirm_login_password(
+    session: Session, auth: Authenticator, principal: Principal, password: str
+) -> bool:
+    """The signed-in consultant's login password, checked (a wrong one is audited and counts toward the
+    account lockout, committed even though the request then fails)."""
+    user = session.get(User, principal.user_id)
+    if user is None or not password:
+        return False
+    if auth.reauthenticate(session, user, password, client_ip=principal.client_ip):
+        return True
+    session.commit()
+    return False
+
+
+def unlock_signing_key(session: Session, audit: AuditLog, principal: Principal, user_id: str) -> None:
+    """An administrator lifts a wrong-PIN lockout (the PIN itself is never known to them)."""
+    user = session.get(User, user_id)
+    if principal.role != Role.ADMIN or user is None or user.organization_id != principal.organization_id:
+        raise Forbidden("only an administrator of the consultant's institution unlocks a signing key")
+    key = _active_key(session, user_id)
+    if key is None or key.locked_at is None:
+        raise Invalid("no locked signing key for this user")
+    key.locked_at, key.failed_pin_attempts = None, 0
+    audit.record(
+        session,
+        actor=principal.actor,
+        action="consult.signing-key.unlock",
+        action_type="U",
+        resource_type="SignerKey",
+        resource_id=key.fingerprint,
+    )
 
 
 def _report(row: Consultation, signer_id: str, content: dict[str, str]) -> dict[str, Any]:
@@ -946,6 +1102,11 @@ def sign_opinion(
     principal: Principal,
     consultation_id: str,
     content: dict[str, str],
+    *,
+    pin: str,
+    pin_confirmation: str | None = None,
+    new_key: bool = False,
+    password_confirmed: bool = False,
 ) -> Consultation:
     """The assigned consultant signs version 1 and the consultation completes, in one transaction."""
     row = load(session, principal, consultation_id)
@@ -955,7 +1116,16 @@ def sign_opinion(
         raise Invalid(f"an opinion is signed while the consultation is in progress, not {row.status}")
     if opinion_versions(session, row.id):
         raise Invalid("the opinion is already signed; amend it instead")
-    signer = signer_for(session, box, principal.user_id)
+    signer = signer_for(
+        session,
+        audit,
+        box,
+        principal,
+        pin,
+        pin_confirmation,
+        new_key=new_key,
+        password_confirmed=password_confirmed,
+    )
     version = signing.sign(
         _report(row, principal.user_id, content),
         document_id=f"opinion-{row.id}",
@@ -984,6 +1154,11 @@ def amend_opinion(
     consultation_id: str,
     content: dict[str, str],
     reason: str,
+    *,
+    pin: str,
+    pin_confirmation: str | None = None,
+    new_key: bool = False,
+    password_confirmed: bool = False,
 ) -> OpinionVersion:
     """Version n+1, chained to version n; version n is never touched."""
     row = load(session, principal, consultation_id)
@@ -999,11 +1174,21 @@ def amend_opinion(
     if not reason.strip():
         raise Invalid("an amendment needs a reason")
     previous = _signed_version(verified.latest)
+    signer = signer_for(
+        session,
+        audit,
+        box,
+        principal,
+        pin,
+        pin_confirmation,
+        new_key=new_key,
+        password_confirmed=password_confirmed,
+    )
     version = signing.amend(
         previous,
         _report(row, principal.user_id, content),
         reason=reason,
-        signer=signer_for(session, box, principal.user_id),
+        signer=signer,
         signer_id=principal.user_id,
         signed_at=max(utcnow(), previous.signature.signed_at),
     )

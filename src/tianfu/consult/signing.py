@@ -11,12 +11,17 @@ the hash of version n (:attr:`SignedVersion.version_hash`), so the versions form
 that :func:`verify_chain` checks end to end (a dropped, reordered or rewritten version breaks it).
 
 Algorithms sit behind one small interface, :class:`SignatureAlgorithm` (key generation, content hash,
-verification) plus :class:`Signer` (holds the signature-creation data and signs). Today's one
-implementation is ECDSA P-256 with SHA-256 from ``cryptography``. **SM2 with SM3** (商用密码, what a
-licensed Chinese CA issues; ``consult-and-platform.md`` §5.3) replaces it by implementing the same two
-protocols and registering under its own name in :data:`ALGORITHMS`; records name their algorithm, so
-old ECDSA signatures keep verifying after the switch. A :class:`Signer` may equally wrap a USB key or
-an HSM: only ``sign`` and ``public_key`` are needed, the private key never has to leave it.
+verification) plus :class:`Signer` (holds the signature-creation data and signs). Two are
+registered in :data:`ALGORITHMS`: ECDSA P-256 with SHA-256 from ``cryptography`` (``ecdsa-p256-sha256``),
+and **SM2 with SM3** (``sm2-sm3``, 商用密码, what a licensed Chinese CA issues; ``consult-and-platform.md``
+§5.3) from :mod:`tianfu.consult.sm2` when the optional ``gmssl`` package is installed. Records name their
+algorithm, so old ECDSA signatures keep verifying after new keys switch to SM2. A :class:`Signer` may
+equally wrap a USB key or an HSM: only ``sign`` and ``public_key`` are needed, the private key never
+has to leave it.
+
+Software keys are stored only sealed under a key derived from the signer's **signing PIN**
+(:func:`seal_private_key`: scrypt, random salt, AES-256-GCM bound to the public key), so the server
+cannot sign without the signer (电子签名法 art. 13).
 
 Pure: no I/O, no clock (every time is passed in), no database.
 """
@@ -27,6 +32,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -34,13 +40,18 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from tianfu.consult import sm2
 
 __all__ = [
     "ALGORITHMS",
     "ECDSA_P256_SHA256",
+    "SM2_SM3",
     "CanonicalisationError",
     "ChainVerification",
     "EcdsaP256Sha256",
@@ -49,12 +60,18 @@ __all__ = [
     "SignatureRecord",
     "SignedVersion",
     "Signer",
+    "SoftwareSigner",
     "Verification",
+    "WrongPin",
+    "algorithm_named",
     "amend",
     "canonical_json",
     "canonical_timestamp",
     "content_hash",
     "key_fingerprint",
+    "load_signer",
+    "open_private_key",
+    "seal_private_key",
     "sign",
     "verify",
     "verify_chain",
@@ -204,6 +221,17 @@ class SignatureAlgorithm(Protocol):
         """True when ``signature`` is valid over ``data``; False (never an exception) otherwise."""
         ...
 
+    def load_signer(self, private_bytes: bytes) -> SoftwareSigner:
+        """A software signer from what :meth:`SoftwareSigner.private_bytes` gave."""
+        ...
+
+
+@runtime_checkable
+class SoftwareSigner(Signer, Protocol):
+    """A signer whose key lives in software: it can be exported, and is only ever stored sealed."""
+
+    def private_bytes(self) -> bytes: ...
+
 
 def key_fingerprint(public_key: bytes) -> str:
     """SHA-256 of the DER SubjectPublicKeyInfo, hex: what a key registry stores per signer."""
@@ -231,6 +259,12 @@ class EcdsaP256Signer:
 
     def sign(self, data: bytes) -> bytes:
         return self._private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    def private_bytes(self) -> bytes:
+        """Unencrypted PKCS#8 DER: hand it only to :func:`seal_private_key`."""
+        return self._private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     def private_key_pem(self, password: bytes) -> bytes:
         """PKCS#8 PEM encrypted with ``password``: the key never leaves in clear."""
@@ -272,10 +306,16 @@ class EcdsaP256Sha256:
     def digest(self, data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
+    def load_signer(self, private_bytes: bytes) -> EcdsaP256Signer:
+        key = serialization.load_der_private_key(private_bytes, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("not an elliptic-curve private key")
+        return EcdsaP256Signer(key)
+
     def verify(self, public_key: bytes, data: bytes, signature: bytes) -> bool:
         try:
             key = serialization.load_der_public_key(public_key)
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):  # not a key, or one on a curve OpenSSL lacks (SM2)
             return False
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
             return False
@@ -287,9 +327,104 @@ class EcdsaP256Sha256:
 
 
 ECDSA_P256_SHA256 = EcdsaP256Sha256()
+SM2_SM3: SignatureAlgorithm = sm2.SM2_SM3
 
-# Verification looks the algorithm up by the name the record carries; SM2 registers here later.
-ALGORITHMS: Mapping[str, SignatureAlgorithm] = {ECDSA_P256_SHA256.name: ECDSA_P256_SHA256}
+# Verification looks the algorithm up by the name the record carries. SM2 is there only where gmssl is
+# installed; elsewhere an SM2 record reports ``unknown_algorithm`` rather than a false "invalid".
+ALGORITHMS: Mapping[str, SignatureAlgorithm] = {
+    ECDSA_P256_SHA256.name: ECDSA_P256_SHA256,
+    **({SM2_SM3.name: SM2_SM3} if sm2.available() else {}),
+}
+
+
+def algorithm_named(name: str) -> SignatureAlgorithm:
+    """The registered algorithm ``name``; ValueError naming what is missing otherwise."""
+    if name == SM2_SM3.name and not sm2.available():
+        raise sm2.Sm2Unavailable("SM2 signatures need the optional gmssl package: pip install 'tianfu[sm2]'")
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise ValueError(f"unknown signature algorithm {name!r}") from None
+
+
+# ---- PIN-protected software keys -----------------------------------------------------------------
+
+
+class WrongPin(ValueError):
+    """The PIN does not open the sealed key (or the sealed key was altered)."""
+
+
+SEALED_KEY_FORMAT = "tianfu-pin-sealed-key/1"
+# scrypt cost: about 32 MiB and a tenth of a second per try; stored with each key, so it can be raised.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+def _pin_key(pin: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(pin.encode("utf-8"))
+
+
+def _sealed_aad(algorithm: str, public_key: bytes) -> bytes:
+    return canonical_json(
+        {"format": SEALED_KEY_FORMAT, "algorithm": algorithm, "fingerprint": key_fingerprint(public_key)}
+    )
+
+
+def seal_private_key(signer: SoftwareSigner, pin: str) -> dict[str, Any]:
+    """The signer's private key encrypted under a key derived from ``pin`` (scrypt, random salt).
+
+    AES-256-GCM with the algorithm and public-key fingerprint as associated data, so a sealed key cannot
+    be swapped under another key's record. JSON-ready; the scrypt parameters travel with it.
+    """
+    if not pin:
+        raise ValueError("a PIN is required to seal a signing key")
+    salt, nonce = os.urandom(16), os.urandom(12)
+    key = _pin_key(pin, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    ciphertext = AESGCM(key).encrypt(
+        nonce, signer.private_bytes(), _sealed_aad(signer.algorithm, signer.public_key)
+    )
+
+    def b64(value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")
+
+    return {
+        "format": SEALED_KEY_FORMAT,
+        "algorithm": signer.algorithm,
+        "public_key": b64(signer.public_key),
+        "kdf": {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": b64(salt)},
+        "cipher": "aes-256-gcm",
+        "nonce": b64(nonce),
+        "ciphertext": b64(ciphertext),
+    }
+
+
+def open_private_key(sealed: Mapping[str, Any], pin: str) -> SoftwareSigner:
+    """The signer sealed by :func:`seal_private_key`; :class:`WrongPin` when ``pin`` does not open it."""
+    if sealed.get("format") != SEALED_KEY_FORMAT or sealed.get("cipher") != "aes-256-gcm":
+        raise ValueError("not a PIN-sealed signing key")
+    kdf = sealed["kdf"]
+    if kdf.get("name") != "scrypt":
+        raise ValueError(f"unknown key-derivation function {kdf.get('name')!r}")
+    algorithm = algorithm_named(sealed["algorithm"])
+    public_key = base64.b64decode(sealed["public_key"], validate=True)
+    key = _pin_key(pin, base64.b64decode(kdf["salt"], validate=True), kdf["n"], kdf["r"], kdf["p"])
+    try:
+        private = AESGCM(key).decrypt(
+            base64.b64decode(sealed["nonce"], validate=True),
+            base64.b64decode(sealed["ciphertext"], validate=True),
+            _sealed_aad(algorithm.name, public_key),
+        )
+    except InvalidTag:
+        raise WrongPin("the signing PIN is wrong") from None
+    signer = algorithm.load_signer(private)
+    if signer.public_key != public_key:
+        raise ValueError("the sealed key does not match its public key")
+    return signer
+
+
+def load_signer(algorithm: str, private_bytes: bytes) -> SoftwareSigner:
+    return algorithm_named(algorithm).load_signer(private_bytes)
 
 
 def content_hash(content: Mapping[str, Any], algorithm: SignatureAlgorithm = ECDSA_P256_SHA256) -> str:
@@ -397,10 +532,7 @@ class SignedVersion:
 
 
 def _algorithm_for(signer: Signer) -> SignatureAlgorithm:
-    try:
-        return ALGORITHMS[signer.algorithm]
-    except KeyError:
-        raise ValueError(f"unknown signature algorithm {signer.algorithm!r}") from None
+    return algorithm_named(signer.algorithm)
 
 
 def _sign_version(
@@ -542,8 +674,11 @@ class ChainVerification:
     problems: tuple[str, ...]  # "v<n>: <code>" for each problem, chain problems included
 
 
-def verify_chain(versions: Sequence[SignedVersion], *, trusted: Mapping[str, str]) -> ChainVerification:
-    """Verify versions 1..n of one document, each against ``trusted[signer_id]`` (its key fingerprint).
+def verify_chain(
+    versions: Sequence[SignedVersion], *, trusted: Mapping[str, str | frozenset[str]]
+) -> ChainVerification:
+    """Verify versions 1..n of one document, each against ``trusted[signer_id]``: the signer's key
+    fingerprint, or the set of them when the signer has enrolled new keys over time.
 
     Beyond each version's own checks: numbered 1..n without gaps, one document id, and every version's
     ``previous_hash`` equal to its predecessor's :attr:`SignedVersion.version_hash`.
@@ -554,10 +689,15 @@ def verify_chain(versions: Sequence[SignedVersion], *, trusted: Mapping[str, str
     results: list[Verification] = []
     for index, version in enumerate(versions):
         label = f"v{index + 1}"
-        fingerprint = trusted.get(version.signature.signer_id)
-        if fingerprint is None:
+        allowed = trusted.get(version.signature.signer_id)
+        if isinstance(allowed, str):
+            allowed = frozenset({allowed})
+        if not allowed:
             problems.append(f"{label}: unknown_signer")
             fingerprint = ""
+        else:
+            own = key_fingerprint(version.signature.public_key)
+            fingerprint = own if own in allowed else min(allowed)
         result = verify(version, trusted_fingerprint=fingerprint)
         results.append(result)
         # An unknown signer is reported once, not again as an untrusted key.

@@ -209,9 +209,16 @@ class OpinionVersion(Base):
 class SignerKey(Base):
     """A consultant's signing key. The public key is what verification trusts.
 
-    Interim: the private key is generated on the server and stored sealed with the kernel's SecretBox,
-    so it is not exclusively the signer's (电子签名法 art. 13 wants that). A USB key or a CA-issued SM2
-    certificate replaces this row's private part: only the public key and fingerprint stay here.
+    The private key is stored only sealed under a key derived from the consultant's **signing PIN**
+    (``pin_sealed_key``: scrypt + AES-256-GCM, :func:`tianfu.consult.signing.seal_private_key`), itself
+    wrapped by the kernel's SecretBox (so a stolen database alone does not allow guessing the PIN
+    offline): the server cannot sign without the signer (电子签名法 art. 13). ``private_key_sealed``
+    holds keys made before PINs (SecretBox only): they still verify, but never sign again.
+    A USB key or a CA-issued SM2 certificate replaces the private part: only the public key stays here.
+
+    Lifecycle: ``superseded_at`` when a newer key is enrolled (still trusted for what it signed);
+    ``locked_at`` after too many wrong PINs (no signing until an administrator unlocks it or the
+    consultant enrols a new key); ``revoked_at`` when compromised (no longer trusted at all).
     """
 
     __tablename__ = "consult_signer_key"
@@ -221,7 +228,11 @@ class SignerKey(Base):
     algorithm: Mapped[str] = mapped_column(String(40))
     public_key: Mapped[str] = mapped_column(Text)  # base64 DER
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
-    private_key_sealed: Mapped[str | None] = mapped_column(Text)  # SecretBox(PKCS#8 PEM + its password)
+    private_key_sealed: Mapped[str | None] = mapped_column(Text)  # legacy: SecretBox(PKCS#8 PEM + password)
+    pin_sealed_key: Mapped[str | None] = mapped_column(Text)  # SecretBox(seal_private_key(key, PIN))
+    failed_pin_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +43,21 @@ class ConsultSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIANFU_CONSULT_", env_file=".env", extra="ignore")
 
     timer_interval_s: int = Field(60, ge=1, description="How often response deadlines are checked.")
+    signature_algorithm: Literal["ecdsa-p256-sha256", "sm2-sm3"] = Field(
+        "ecdsa-p256-sha256",
+        description="The algorithm of NEW signing keys; records keep verifying under the one they name.",
+    )
+
+    @model_validator(mode="after")
+    def _sm2_installed(self) -> ConsultSettings:
+        from tianfu.consult import sm2
+
+        if self.signature_algorithm == "sm2-sm3" and not sm2.available():
+            raise ValueError(
+                "TIANFU_CONSULT_SIGNATURE_ALGORITHM=sm2-sm3 needs the gmssl package: "
+                "pip install 'tianfu[sm2]'"
+            )
+        return self
 
 
 @lru_cache

@@ -27,10 +27,12 @@ from tianfu.consult.tables import (
     ConsultMessage,
 )
 from tianfu.core.db import utcnow
+from tianfu.core.errors import Forbidden
 from tianfu.core.http.deps import DbDep, KernelDep, require
 from tianfu.core.http.problems import PROBLEM_RESPONSES
 from tianfu.core.http.schemas import IsoDateTime, RequestModel, ResponseModel
 from tianfu.core.identity.models import User
+from tianfu.core.kernel import Kernel
 from tianfu.core.security.permissions import Permission
 from tianfu.core.security.principal import Principal
 
@@ -127,9 +129,41 @@ class OpinionIn(RequestModel):
     diagnosis: Annotated[str, Field(max_length=4000)] = ""
     opinion: str = Field(min_length=1, max_length=20000, description="诊疗意见")
     recommendations: Annotated[str, Field(max_length=20000)] = ""
+    signing_pin: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The consultant's signing PIN (签名PIN, not the login password): it opens their key.",
+    )
+    signing_pin_confirmation: str | None = Field(
+        None,
+        max_length=200,
+        description="The PIN again: required the first time (setting the PIN) and with new_signing_key.",
+    )
+    new_signing_key: bool = Field(
+        False,
+        description="Enrol a new key under a new PIN (a locked or forgotten one); old signatures stay valid.",
+    )
+    password: str | None = Field(
+        None, max_length=200, description="The login password: required with new_signing_key."
+    )
 
     def content(self) -> dict[str, str]:
-        return self.model_dump()
+        return self.model_dump(
+            exclude={"signing_pin", "signing_pin_confirmation", "new_signing_key", "password"}
+        )
+
+    def pin(self, kernel: Kernel, session: Session, principal: Principal) -> dict[str, Any]:
+        confirmed = self.new_signing_key and service.confirm_login_password(
+            session, kernel.auth, principal, self.password or ""
+        )
+        if self.new_signing_key and not confirmed:
+            raise Forbidden("a new signing key needs your login password", code="password_required")
+        return {
+            "pin": self.signing_pin,
+            "pin_confirmation": self.signing_pin_confirmation,
+            "new_key": self.new_signing_key,
+            "password_confirmed": confirmed,
+        }
 
 
 class AmendIn(OpinionIn):
@@ -570,7 +604,15 @@ def read_opinion(kernel: KernelDep, session: DbDep, principal: Reader, consultat
 def sign_opinion(
     kernel: KernelDep, session: DbDep, principal: Writer, consultation_id: Id, body: OpinionIn
 ) -> OpinionOut:
-    service.sign_opinion(session, kernel.audit, kernel.secret_box, principal, consultation_id, body.content())
+    service.sign_opinion(
+        session,
+        kernel.audit,
+        kernel.secret_box,
+        principal,
+        consultation_id,
+        body.content(),
+        **body.pin(kernel, session, principal),
+    )
     out = _opinion_out(service.verified_opinion(session, consultation_id))
     session.commit()
     return out
@@ -587,7 +629,14 @@ def amend_opinion(
     content = body.content()
     reason = content.pop("reason")
     service.amend_opinion(
-        session, kernel.audit, kernel.secret_box, principal, consultation_id, content, reason
+        session,
+        kernel.audit,
+        kernel.secret_box,
+        principal,
+        consultation_id,
+        content,
+        reason,
+        **body.pin(kernel, session, principal),
     )
     out = _opinion_out(service.verified_opinion(session, consultation_id))
     session.commit()
