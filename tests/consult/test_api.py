@@ -299,20 +299,10 @@ def test_signing_needs_the_signers_pin(client: TestClient, db: Session, demo: De
     assert fingerprints[0] == first_fingerprint != fingerprints[1]
 
 
-def _principal(db: Session, username: str) -> Any:
-    from tianfu.core.identity.models import User
-    from tianfu.core.security.principal import Principal
-
-    user = db.scalars(select(User).where(User.username == username)).one()
-    return Principal(user.id, username, username, user.role, user.organization_id, None, (), "api", "-")
-
-
 def test_admin_unlocks_and_pre_pin_keys_verify_but_never_sign(
     client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
 ) -> None:
-    from tianfu.consult import service
     from tianfu.consult.tables import SignerKey
-    from tianfu.core.errors import Forbidden, Invalid
 
     cid, huang = _draft(client, db, demo)
     zhao = issue_token(db, "consult.zhao")
@@ -328,15 +318,13 @@ def test_admin_unlocks_and_pre_pin_keys_verify_but_never_sign(
         assert client.post(f"{url}/amendments", json=amend, headers=zhao).status_code == 403
     db.rollback()
 
-    zhao_id = demo.user("consult.zhao").id
-    with kernel.sessions() as session, session.begin():
-        with pytest.raises(Forbidden):  # an administrator of another institution
-            service.unlock_signing_key(session, kernel.audit, _principal(session, "admin.jj"), zhao_id)
-        with pytest.raises(Forbidden):  # not an administrator
-            service.unlock_signing_key(session, kernel.audit, _principal(session, "dr.huang"), zhao_id)
-        service.unlock_signing_key(session, kernel.audit, _principal(session, "admin"), zhao_id)
-        with pytest.raises(Invalid):  # nothing left to unlock
-            service.unlock_signing_key(session, kernel.audit, _principal(session, "admin"), zhao_id)
+    unlock = f"{API}/signing-keys/{demo.user('consult.zhao').id}/unlock"
+    assert client.post(unlock, headers=issue_token(db, "admin.jj")).status_code == 403  # another institution
+    assert client.post(unlock, headers=huang).status_code == 403  # not an administrator
+    admin = issue_token(db, "admin")
+    assert client.post(unlock, headers=admin).status_code == 204
+    assert client.post(unlock, headers=admin).status_code == 422  # nothing left to unlock
+    db.rollback()
     amend["signing_pin"] = "246810"
     assert client.post(f"{url}/amendments", json=amend, headers=zhao).status_code == 201
 

@@ -61,6 +61,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BENCH_SIGNING_PIN = "246810"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -249,6 +252,8 @@ def build_network(
                             "diagnosis": "稳定型心绞痛",
                             "opinion": "建议冠脉CTA",
                         },
+                        pin=BENCH_SIGNING_PIN,
+                        pin_confirmation=BENCH_SIGNING_PIN,  # sets the PIN at a consultant's first signature
                     )
                     if i % 12 == 5:
                         service.transition(

@@ -883,6 +883,17 @@ def terminate_agreement(
     return out
 
 
+@api.post(
+    "/signing-keys/{user_id}/unlock",
+    status_code=204,
+    summary="Administrator: lift a consultant's wrong-PIN lockout (the PIN stays unknown)",
+)
+def unlock_signing_key(kernel: KernelDep, session: DbDep, principal: Admin, user_id: Id) -> Response:
+    service.unlock_signing_key(session, kernel.audit, principal, user_id)
+    session.commit()
+    return Response(status_code=204)
+
+
 @api.get("/qualifications", summary="Administrator: my institution's consultant qualifications (TC-05)")
 def list_qualifications(kernel: KernelDep, session: DbDep, principal: Admin) -> QualificationListOut:
     rows = admin.list_qualifications(session, kernel.audit, principal)
