@@ -419,7 +419,8 @@ def test_case_packet_shows_what_the_modules_contribute(
     from datetime import datetime, timedelta
 
     from tianfu.core.db import utcnow
-    from tianfu.imaging.tables import ImagingStudy
+    from tianfu.imaging.findings import ImagingFinding
+    from tianfu.imaging.tables import ImagingInstance, ImagingSeries, ImagingStudy
     from tianfu.monitoring.tables import AlarmEpisode, VitalSample
 
     cid, _huang, zhao = _in_progress(client, db, demo)
@@ -449,13 +450,42 @@ def test_case_packet_shows_what_the_modules_contribute(
                 raised_at=now - timedelta(minutes=60),
             )
         )
+        study = ImagingStudy(
+            study_instance_uid="1.2.826.0.1.3680043.8.498.99",
+            organization_id=demo.organization("JJSQ").id,
+            patient_id=patient_id,
+            description="胸部正位片",
+            modalities="DX",
+        )
+        session.add(study)
+        session.flush()
+        series = ImagingSeries(series_instance_uid="1.2.826.0.1.3680043.8.498.99.1", study_id=study.id)
+        session.add(series)
+        session.flush()
+        instance = ImagingInstance(
+            sop_instance_uid="1.2.826.0.1.3680043.8.498.99.1.1",
+            series_id=series.id,
+            source="c-store",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            storage_path="consult/test.dcm",
+            size_bytes=0,
+            sha256="0" * 64,
+        )
+        session.add(instance)
+        session.flush()
         session.add(
-            ImagingStudy(
-                study_instance_uid="1.2.826.0.1.3680043.8.498.99",
-                organization_id=demo.organization("JJSQ").id,
-                patient_id=patient_id,
-                description="胸部正位片",
-                modalities="DX",
+            ImagingFinding(
+                study_id=study.id,
+                instance_id=instance.id,
+                task="pneumonia",
+                model_version="1.0.0",
+                label="pneumonia",
+                probability=0.91,
+                score=0.91,
+                threshold=0.79,
+                positive=True,
+                probabilities={"pneumonia": 0.91, "normal": 0.09},
             )
         )
     page = client.get(f"/consult/{cid}/packet", headers=zhao)
@@ -464,6 +494,10 @@ def test_case_packet_shows_what_the_modules_contribute(
     assert 'data-module="imaging"' in page.text
     assert "心率过快 112" in page.text
     assert "胸部正位片" in page.text
+    # The AI's reading of the radiograph is there, and marked as an AI suggestion, not an opinion.
+    imaging = page.text.split('data-module="imaging"', 1)[1]
+    assert "AI 建议，非会诊意见" in imaging
+    assert "91%" in imaging
     chart = json.loads(page.text.split('id="vitals-data">', 1)[1].split("</script>", 1)[0])
     # The chart draws each sign's hourly means, as the database averaged them.
     assert chart["type"] == "series"
