@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     cookie_secure: bool = Field(False, description="Mark cookies Secure (set when served over HTTPS).")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
     max_concurrent_requests: int = Field(
-        0, ge=0, description="Requests run at once per process; 0: 2 on SQLite (one writer), 24 otherwise."
+        0, ge=0, description="Requests run at once per process; 0: 2 on SQLite (one writer), 8 otherwise."
     )
     break_glass_minutes: int = Field(240, ge=5, description="How long an emergency-access grant lasts.")
 
