@@ -509,3 +509,45 @@ def test_case_packet_shows_what_the_modules_contribute(
     expected = [[h, round(sum(v) / len(v), 1)] for h, v in sorted(hours.items())]
     assert [[datetime.fromisoformat(t).isoformat(), v] for t, v in heart] == expected
     assert "/imaging/studies/" in page.text
+
+
+def test_live_stream_sends_a_message_that_committed_late(
+    client: TestClient, db: Session, demo: Demo, network: None, kernel: Kernel
+) -> None:
+    """On PostgreSQL a message stamped earlier can commit after a later one was pushed: still sent."""
+    from datetime import timedelta
+
+    from tianfu.consult.tables import ConsultMessage
+    from tianfu.core.db import utcnow
+
+    cid, huang, _zhao = _in_progress(client, db, demo)
+    author = demo.user("dr.huang")
+
+    async def collect() -> list[str]:
+        frames: list[str] = []
+        stream = pages.events(kernel, cid, 0, lifetime_s=1.0, poll_s=0.05, heartbeat_s=5)
+        async for frame in stream:
+            frames.append(frame)
+            if len(frames) == 1:
+                await asyncio.to_thread(
+                    client.post,
+                    f"{API}/consultations/{cid}/messages",
+                    json={"body": "后发先至"},
+                    headers=huang,
+                )
+            if "后发先至" in frame:
+                with kernel.sessions() as session, session.begin():
+                    session.add(
+                        ConsultMessage(
+                            consultation_id=cid,
+                            author_id=author.id,
+                            author_institution_id=author.organization_id,
+                            body="先发后至",
+                            sent_at=utcnow() - timedelta(seconds=5),
+                        )
+                    )
+        return frames
+
+    frames = asyncio.run(collect())
+    bodies = [json.loads(f.split("data: ", 1)[1])["body"] for f in frames if "event: message" in f]
+    assert bodies == ["后发先至", "先发后至"]

@@ -215,7 +215,9 @@ def test_entered_in_error_by_an_administrator_of_either_side_with_a_reason(
     assert marked.status_code == 200, marked.text
     assert marked.json()["status"] == "entered-in-error"
     assert marked.json()["business_status"] == "录入错误"
-    assert marked.json()["history"][-1]["reason"] == "选错了患者"
+    assert "case_summary" not in marked.json()  # the administrator reads no clinical content
+    history = client.get(f"{API}/consultations/{cid}", headers=huang).json()["history"]
+    assert history[-1]["reason"] == "选错了患者"
     # Kept: both sides still read it; the consultant's chart access ended.
     assert client.get(f"{API}/consultations/{cid}", headers=huang).json()["status"] == "entered-in-error"
     assert client.get(f"{API}/consultations/{cid}", headers=zhao).status_code == 200
@@ -238,6 +240,10 @@ def test_consultant_loses_the_chart_but_keeps_the_record(
     assert client.post(f"{API}/consultations/{cid}/opinion", json=opinion, headers=zhao).status_code == 201
     chart = client.get(f"/api/v1/patients/{patient}", headers=zhao)
     assert chart.status_code in (403, 404), chart.text
+    # Nor does the case packet show him the patient's data any more; the inviting side still reads it.
+    packet = f"{API}/consultations/{cid}/case-packet"
+    assert client.get(packet, headers=zhao).status_code == 403
+    assert client.get(packet, headers=huang).status_code == 200
     assert client.get(f"{API}/consultations/{cid}", headers=zhao).json()["status"] == "completed"
     signed = client.get(f"{API}/consultations/{cid}/opinion", headers=zhao).json()
     assert signed["signed"] is True
@@ -303,6 +309,21 @@ def test_scheduling_a_live_session(client: TestClient, db: Session, demo: Demo, 
         f"{API}/consultations/{cid}/schedule/{second['id']}/respond", json={"accept": False}, headers=zhao
     )
     assert declined.json()["status"] == "declined"
+    # Rescheduling: booking a new slot supersedes the earlier booking and any other open proposal.
+    later = {
+        k: (datetime.fromisoformat(v) + timedelta(days=1)).isoformat() for k, v in slot.items() if k != "note"
+    }
+    third = client.post(f"{API}/consultations/{cid}/schedule", json=later, headers=huang).json()
+    fourth = client.post(f"{API}/consultations/{cid}/schedule", json=later, headers=huang).json()
+    rebooked = f"{API}/consultations/{cid}/schedule/{third['id']}/respond"
+    assert client.post(rebooked, json={"accept": True}, headers=zhao).status_code == 200
+    statuses = {
+        a["id"]: a["status"]
+        for a in client.get(f"{API}/consultations/{cid}", headers=huang).json()["appointments"]
+    }
+    assert statuses[appointment] == "superseded"
+    assert statuses[third["id"]] == "booked"
+    assert statuses[fourth["id"]] == "superseded"
     actions = _actions(db, cid)
     assert {"consult.appointment.propose", "consult.appointment.book", "consult.appointment.decline"} <= set(
         actions
@@ -422,6 +443,7 @@ def test_legal_hold_by_admin_or_auditor_with_reason(
     placed = client.post(url, json={"hold": True, "reason": "医疗纠纷封存"}, headers=jj_admin)
     assert placed.status_code == 200, placed.text
     assert placed.json()["legal_hold"] is True
+    assert "reason" not in placed.json()  # the request's clinical text is not the administrator's to read
     assert client.post(url, json={"hold": True, "reason": "again"}, headers=jj_admin).status_code == 422
     lifted = client.post(
         f"{API}/review/consultations/{cid}/legal-hold",
@@ -430,6 +452,11 @@ def test_legal_hold_by_admin_or_auditor_with_reason(
     )
     assert lifted.status_code == 200
     assert lifted.json()["legal_hold"] is False
+    # A hold the auditor places is the auditor's to lift, not an institution administrator's.
+    review = f"{API}/review/consultations/{cid}/legal-hold"
+    assert client.post(review, json={"hold": True, "reason": "监管检查"}, headers=auditor).status_code == 200
+    assert client.post(url, json={"hold": False, "reason": "x"}, headers=jj_admin).status_code == 403
+    assert client.post(review, json={"hold": False, "reason": "检查结束"}, headers=auditor).status_code == 200
     actions = _actions(db, cid)
     assert {"consult.legal-hold.place", "consult.legal-hold.lift"} <= set(actions)
     retention = client.get(f"{API}/review/retention", headers=auditor)

@@ -113,3 +113,34 @@ def test_a_failing_request_gives_its_place_back() -> None:
                 await asyncio.wait_for(limited(_scope(), receive, _drain), timeout=1)
 
     asyncio.run(main())
+
+
+def test_a_body_larger_than_the_buffer_streams_in_after_admission() -> None:
+    chunks = [b"x" * 10] * 5
+    read_before_admission: list[int] = []
+    calls = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        read_before_admission.append(calls)
+        received = b""
+        while True:
+            message = await receive()
+            received += message["body"]
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": received})
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"type": "http.request", "body": chunks[calls - 1], "more_body": calls < len(chunks)}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(InFlightLimit(app, limit=1, buffer_bytes=15)(_scope("POST"), receive, send))
+    assert read_before_admission == [2]  # at most the buffer (and one chunk) is held in memory
+    assert sent[-1]["body"] == b"x" * 50

@@ -20,7 +20,7 @@ from tianfu.consult import workflow as wf
 from tianfu.consult.tables import ConsultantQualification, Consultation, CooperationAgreement
 from tianfu.core.audit.service import AuditLog
 from tianfu.core.db import utcnow
-from tianfu.core.errors import Invalid, NotFound
+from tianfu.core.errors import Forbidden, Invalid, NotFound
 from tianfu.core.identity.models import User
 from tianfu.core.patients.models import Organization
 from tianfu.core.security.permissions import Role
@@ -262,6 +262,14 @@ def set_legal_hold(
         raise Invalid("a legal hold is placed or lifted with a reason")
     if row.legal_hold == hold:
         raise Invalid("the consultation is already on hold" if hold else "the consultation is not on hold")
+    placed_by = session.get(User, row.legal_hold_by_id) if row.legal_hold_by_id else None
+    if (
+        not hold
+        and placed_by is not None
+        and placed_by.role == Role.AUDITOR
+        and principal.role != Role.AUDITOR
+    ):
+        raise Forbidden("a hold an auditor placed (an inspection, a dispute) is lifted by an auditor")
     row.legal_hold = hold
     row.legal_hold_reason = reason
     row.legal_hold_by_id = principal.user_id

@@ -53,6 +53,7 @@ class BenchUser:
     role: str  # physician | consultant
     consultations: list[str] = field(default_factory=list)  # those it takes part in
     open_consultations: list[str] = field(default_factory=list)  # where a discussion is going on
+    packets: list[str] = field(default_factory=list)  # whose case packet it may read (not after the end)
 
 
 def _free_port() -> int:
@@ -264,6 +265,9 @@ def build_network(
                 # Every consultant of the institution sees the queue; each works on the ones it accepted
                 # and, before that, reads the waiting ones it would take.
                 bench_users[by_id[expert.id]].consultations.append(cid)
+                bench_users[doctor.username].packets.append(cid)
+                if stage < 5:  # the invited side's view of the patient ends with the consultation
+                    bench_users[by_id[expert.id]].packets.append(cid)
         return list(bench_users.values())
     finally:
         kernel.engine.dispose()
@@ -459,8 +463,8 @@ async def _user(
             name = "queue:incoming" if user.role == "consultant" else "queue:mine"
             method, url, body = "GET", f"{API}/{name.split(':')[1]}", None
         else:
-            pool = user.open_consultations if operation == "post-message" else user.consultations
-            cid = rng.choice(pool or user.consultations)
+            pools = {"post-message": user.open_consultations, "case-packet": user.packets}
+            cid = rng.choice(pools.get(operation) or user.consultations)
             if operation == "post-message":
                 method, url, body = "POST", f"{API}/{cid}/messages", {"body": "收到，已查看检查结果。"}
             else:

@@ -112,7 +112,7 @@ def _walk(value: Any, path: str, where: str, problems: list[str]) -> None:
             path = value["resourceType"]  # a resource (the root, contained, an entry's) starts afresh
         system = value.get("system")
         if isinstance(system, str) and system in SYSTEMS and value.get("code", "") not in SYSTEMS[system]:
-            problems.append(f"{where}: code {value['code']!r} is not in {system}")
+            problems.append(f"{where}: code {value.get('code')!r} is not in {system}")
         for key, item in value.items():
             if key == "resourceType":
                 continue

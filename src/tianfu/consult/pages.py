@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from tianfu.consult import service
 from tianfu.consult import workflow as wf
-from tianfu.consult.tables import Consultation, ConsultMessage
+from tianfu.consult.tables import Consultation, ConsultMessage, OpinionVersion
 from tianfu.core import i18n
 from tianfu.core.audit.service import AuditLog
 from tianfu.core.db import utcnow
@@ -49,6 +50,7 @@ Long = Annotated[str, Form(max_length=20000)]
 
 STREAM_LIFETIME_S = 300.0  # the browser reconnects (EventSource) with Last-Event-ID
 STREAM_POLL_S = 1.0
+STREAM_LOOKBACK = 20  # messages re-read behind the count each poll
 STREAM_HEARTBEAT_S = 15.0
 WIZARD_STEPS = ("patient", "institution", "details", "consents", "review")
 # Actions a plain form fires; submit, sign and the decision have their own routes.
@@ -275,7 +277,9 @@ def create_draft(
         )
     except (Invalid, ValueError) as exc:
         session.rollback()
-        return redirect(f"/consult/new?patient_id={patient_id}", f"⚠ {getattr(exc, 'detail', exc)}")
+        return redirect(
+            "/consult/new?" + urlencode({"patient_id": patient_id}), f"⚠ {getattr(exc, 'detail', exc)}"
+        )
     session.commit()
     return redirect(f"/consult/{row.id}/wizard/details")
 
@@ -838,10 +842,8 @@ def sign_report(
 # ---- live updates --------------------------------------------------------------------------------
 
 
-def _poll(kernel: Kernel, consultation_id: str, seen: int) -> tuple[list[dict[str, Any]], str, int]:
-    """Messages after the first ``seen``, the status line and the number of opinion versions."""
-    from tianfu.consult.tables import OpinionVersion
-
+def _poll(kernel: Kernel, consultation_id: str, start: int) -> tuple[list[dict[str, Any]], str, int]:
+    """Messages from the ``start``-th on, the status line and the number of opinion versions."""
     with kernel.sessions() as session:
         row = session.get(Consultation, consultation_id)
         if row is None:
@@ -850,7 +852,7 @@ def _poll(kernel: Kernel, consultation_id: str, seen: int) -> tuple[list[dict[st
             select(ConsultMessage)
             .where(ConsultMessage.consultation_id == consultation_id)
             .order_by(ConsultMessage.sent_at, ConsultMessage.id)
-            .offset(seen)
+            .offset(start)
         ).all()
         names = directory(session, [], [m.author_id for m in new])
         versions = session.scalar(
@@ -872,10 +874,18 @@ async def events(
     loop = asyncio.get_running_loop()
     started = last_sent = loop.time()
     state: tuple[str, int] | None = None
+    sent: set[str] | None = None  # ids already on the page or pushed
     yield "retry: 2000\n\n"
     while loop.time() - started < lifetime_s:
-        new, status, versions = await asyncio.to_thread(_poll, kernel, consultation_id, seen)
+        # Read a few messages back: on PostgreSQL a message can commit after a later-stamped one was
+        # pushed, landing behind the count; the ids tell what is new.
+        start = max(0, seen - STREAM_LOOKBACK)
+        listed, status, versions = await asyncio.to_thread(_poll, kernel, consultation_id, start)
+        if sent is None:
+            sent = {m["id"] for m in listed[: seen - start]}
+        new = [m for m in listed if m["id"] not in sent]
         for message in new:
+            sent.add(message["id"])
             seen += 1
             yield f"id: {seen}\nevent: message\ndata: {json.dumps(message, ensure_ascii=False)}\n\n"
             last_sent = loop.time()

@@ -118,9 +118,11 @@ class DueRecord:
 def past_retention(session: Session, now: datetime | None = None, limit: int = 500) -> list[DueRecord]:
     """Records past their retention whose consultation is not on legal hold. Lists; never deletes."""
     from tianfu.consult.tables import (
+        ConsultAppointment,
         Consultation,
         ConsultAttachment,
         ConsultConsent,
+        ConsultDeadlineNotice,
         ConsultMessage,
         OpinionVersion,
     )
@@ -134,7 +136,14 @@ def past_retention(session: Session, now: datetime | None = None, limit: int = 5
     ):
         assert row.retain_until is not None
         found.append(DueRecord("consultation", row.id, row.id, row.retain_until))
-    models: Sequence[Any] = (ConsultConsent, OpinionVersion, ConsultMessage, ConsultAttachment)
+    models: Sequence[Any] = (
+        ConsultConsent,
+        OpinionVersion,
+        ConsultMessage,
+        ConsultAttachment,
+        ConsultAppointment,
+        ConsultDeadlineNotice,
+    )
     for model in models:
         rows = session.execute(
             select(model.id, model.consultation_id, model.retain_until)

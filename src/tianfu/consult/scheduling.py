@@ -2,7 +2,8 @@
 other books or declines it. A booked slot becomes the consultation's ``scheduled_at``.
 
 Proposals are made once the consultation is accepted or in progress, by either participant; only a
-participant of the *other* institution answers. Declined and superseded proposals are kept.
+participant of the *other* institution answers. Booking a slot supersedes every other proposal and an
+earlier booking (rescheduling); declined and superseded ones are kept.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ def respond(
     appointment.responded_at = utcnow()
     if accept:
         row.scheduled_at = appointment.start
+        # One session at a time: the booked slot replaces any other proposal or earlier booking.
+        for other in appointments(session, row.id):
+            if other.id != appointment.id and other.status in ("proposed", "booked"):
+                other.status = "superseded"
     service.audit_consultation(
         session,
         audit,

@@ -880,8 +880,8 @@ PIN_MIN_LENGTH = 6
 PIN_MAX_ATTEMPTS = 5  # wrong PINs in a row before the key locks
 
 
-def _active_key(session: Session, user_id: str) -> SignerKey | None:
-    return session.scalar(
+def _active_key(session: Session, user_id: str, *, lock: bool = False) -> SignerKey | None:
+    query = (
         select(SignerKey)
         .where(
             SignerKey.user_id == user_id,
@@ -892,6 +892,9 @@ def _active_key(session: Session, user_id: str) -> SignerKey | None:
         .order_by(SignerKey.created_at.desc())
         .limit(1)
     )
+    # Locked while a PIN is checked, so that parallel guesses wait and each sees the count and lock the
+    # one before it left (on SQLite every transaction already holds the write lock).
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def has_signing_key(session: Session, user_id: str) -> bool:
@@ -970,7 +973,7 @@ def signer_for(
     (403), audited and counted, committed even though the request fails; after
     :data:`PIN_MAX_ATTEMPTS` in a row the key locks.
     """
-    key = _active_key(session, principal.user_id)
+    key = _active_key(session, principal.user_id, lock=True)
     if new_key and key is not None:
         # Replacing a working key (forgotten PIN, lockout) needs the login password, so that a hijacked
         # session cannot swap in a key of its own and sign.
@@ -993,7 +996,7 @@ def signer_for(
     try:
         signer = signing.open_private_key(json.loads(box.open(key.pin_sealed_key)), pin)
     except signing.WrongPin:
-        # Counted in the database (not on a copy read earlier), so parallel guesses all count.
+        # Counted in the database, not on the copy read above.
         session.execute(
             update(SignerKey)
             .where(SignerKey.id == key.id)
@@ -1042,7 +1045,7 @@ def unlock_signing_key(session: Session, audit: AuditLog, principal: Principal, 
     user = session.get(User, user_id)
     if principal.role != Role.ADMIN or user is None or user.organization_id != principal.organization_id:
         raise Forbidden("only an administrator of the consultant's institution unlocks a signing key")
-    key = _active_key(session, user_id)
+    key = _active_key(session, user_id, lock=True)
     if key is None or key.locked_at is None:
         raise Invalid("no locked signing key for this user")
     key.locked_at, key.failed_pin_attempts = None, 0
@@ -1228,8 +1231,11 @@ def read_case_packet(
 ) -> list[CasePacketSection]:
     """What every installed module knows about the patient; the invited side only under active consent."""
     row = load(session, principal, consultation_id)
-    if principal.user_id != row.requester_id and not _sharing_consented(session, row):
-        raise Forbidden("the patient has not consented (or withdrew consent) to sharing data with you")
+    if principal.user_id != row.requester_id:
+        if row.status in ACCESS_ENDS:
+            raise Forbidden("the consultation has ended: the invited side no longer reads the patient's data")
+        if not _sharing_consented(session, row):
+            raise Forbidden("the patient has not consented (or withdrew consent) to sharing data with you")
     sections = case_packet(session, row.patient_id, utcnow() - CASE_PACKET_WINDOW)
     _audit(
         session,

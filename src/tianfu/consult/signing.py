@@ -69,7 +69,6 @@ __all__ = [
     "canonical_timestamp",
     "content_hash",
     "key_fingerprint",
-    "load_signer",
     "open_private_key",
     "seal_private_key",
     "sign",
@@ -421,10 +420,6 @@ def open_private_key(sealed: Mapping[str, Any], pin: str) -> SoftwareSigner:
     if signer.public_key != public_key:
         raise ValueError("the sealed key does not match its public key")
     return signer
-
-
-def load_signer(algorithm: str, private_bytes: bytes) -> SoftwareSigner:
-    return algorithm_named(algorithm).load_signer(private_bytes)
 
 
 def content_hash(content: Mapping[str, Any], algorithm: SignatureAlgorithm = ECDSA_P256_SHA256) -> str:

@@ -212,8 +212,9 @@ class SignerKey(Base):
     The private key is stored only sealed under a key derived from the consultant's **signing PIN**
     (``pin_sealed_key``: scrypt + AES-256-GCM, :func:`tianfu.consult.signing.seal_private_key`), itself
     wrapped by the kernel's SecretBox (so a stolen database alone does not allow guessing the PIN
-    offline): the server cannot sign without the signer (电子签名法 art. 13). ``private_key_sealed``
-    holds keys made before PINs (SecretBox only): they still verify, but never sign again.
+    offline): the server cannot sign without the signer (电子签名法 art. 13). Keys made before PINs
+    (``private_key_sealed``, SecretBox only) had that part destroyed by migration 0008: they still
+    verify what they signed, and never sign again.
     A USB key or a CA-issued SM2 certificate replaces the private part: only the public key stays here.
 
     Lifecycle: ``superseded_at`` when a newer key is enrolled (still trusted for what it signed);
@@ -228,7 +229,7 @@ class SignerKey(Base):
     algorithm: Mapped[str] = mapped_column(String(40))
     public_key: Mapped[str] = mapped_column(Text)  # base64 DER
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
-    private_key_sealed: Mapped[str | None] = mapped_column(Text)  # legacy: SecretBox(PKCS#8 PEM + password)
+    private_key_sealed: Mapped[str | None] = mapped_column(Text)  # legacy, emptied by migration 0008
     pin_sealed_key: Mapped[str | None] = mapped_column(Text)  # SecretBox(seal_private_key(key, PIN))
     failed_pin_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -288,7 +289,7 @@ class ConsultAppointment(Base):
     start: Mapped[datetime] = mapped_column(UTCDateTime())
     end: Mapped[datetime] = mapped_column(UTCDateTime())
     note: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="proposed")  # proposed | booked | declined
+    status: Mapped[str] = mapped_column(String(16), default="proposed")  # proposed|booked|declined|superseded
     responded_by_id: Mapped[str | None] = mapped_column(ForeignKey("app_user.id"))
     responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

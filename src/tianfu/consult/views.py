@@ -8,6 +8,7 @@ qualifications, legal holds and entered-in-error for their own institution's sid
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -381,6 +382,17 @@ class CasePacketOut(ResponseModel):
     sections: list[SectionOut]
 
 
+class RecordStateOut(ResponseModel):
+    """What an administrator's or auditor's record-keeping act returns: no clinical content."""
+
+    id: str
+    status: str
+    business_status: str
+    retain_until: datetime | None = None
+    legal_hold: bool = False
+    legal_hold_reason: str = ""
+
+
 def consultation_out(row: Consultation, history: list[StatusChangeOut] | None = None) -> ConsultationOut:
     out = ConsultationOut.model_validate(row)
     out.history = history or []
@@ -472,11 +484,9 @@ def update(
 )
 def entered_in_error(
     kernel: KernelDep, session: DbDep, principal: Admin, consultation_id: Id, body: ReasonIn
-) -> ConsultationOut:
+) -> RecordStateOut:
     row = service.mark_entered_in_error(session, kernel.audit, principal, consultation_id, body.reason)
-    out = consultation_out(
-        row, history=[StatusChangeOut.model_validate(h) for h in service.history(session, row.id)]
-    )
+    out = RecordStateOut.model_validate(row)
     session.commit()
     return out
 
@@ -487,11 +497,11 @@ def entered_in_error(
 )
 def legal_hold(
     kernel: KernelDep, session: DbDep, principal: Admin, consultation_id: Id, body: LegalHoldIn
-) -> ConsultationOut:
+) -> RecordStateOut:
     row = admin.set_legal_hold(
         session, kernel.audit, principal, consultation_id, hold=body.hold, reason=body.reason
     )
-    out = consultation_out(row)
+    out = RecordStateOut.model_validate(row)
     session.commit()
     return out
 
@@ -797,7 +807,7 @@ def download_attachment(
         "Content-Disposition": attachments.content_disposition(row.filename),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store",
-        "Digest": f"sha-256={row.sha256}",
+        "Digest": "sha-256=" + base64.b64encode(bytes.fromhex(row.sha256)).decode(),  # RFC 3230: base64
     }
     media_type = row.content_type
     session.commit()
@@ -946,11 +956,11 @@ def supersede_qualification(
 )
 def review_legal_hold(
     kernel: KernelDep, session: DbDep, principal: Auditor, consultation_id: Id, body: LegalHoldIn
-) -> ConsultationOut:
+) -> RecordStateOut:
     row = admin.set_legal_hold(
         session, kernel.audit, principal, consultation_id, hold=body.hold, reason=body.reason
     )
-    out = consultation_out(row)
+    out = RecordStateOut.model_validate(row)
     session.commit()
     return out
 

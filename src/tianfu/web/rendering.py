@@ -78,7 +78,11 @@ def age(birth: date | None) -> str:
 
 def module_link(module: TianfuModule, principal: Principal) -> str:
     """A module's first page for this person: auditors, who read no charts, go to its review pages."""
-    if module.review_path and not principal.can(Permission.CLINICAL_READ):
+    if (
+        module.review_path
+        and principal.can(Permission.AUDIT_READ)
+        and not principal.can(Permission.CLINICAL_READ)
+    ):
         return module.review_path
     return module.home_path
 

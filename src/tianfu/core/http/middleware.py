@@ -199,15 +199,19 @@ class InFlightLimit:
     Unlimited, a burst of requests takes every worker thread (anyio's 40) waiting for the database
     (SQLite's write lock, taken by ``BEGIN IMMEDIATE``, or a pooled PostgreSQL connection) while the
     request that holds it waits for a thread: they all fail after ``busy_timeout`` or the pool timeout.
-    So that a slow client cannot hold a place, the request body is read before the request is admitted,
-    and the place is given back as soon as the response starts (live streams, large downloads). Routes
-    that enforce their own, larger body limit (DICOM STOW) are let through unqueued: their bodies are
-    not buffered here.
+    So that a slow client cannot hold a place, a request body of up to ``buffer_bytes`` is read before
+    the request is admitted (larger uploads, to the few routes that take them, stream in once admitted:
+    memory stays bounded), and the place is given back as soon as the response starts (live streams,
+    large downloads). Routes that enforce their own, larger body limit (DICOM STOW) are let through
+    unqueued.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, unqueued_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, buffer_bytes: int = 1 << 20, unqueued_paths: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.buffer_bytes = buffer_bytes
         self.unqueued_paths = unqueued_paths
         self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
@@ -223,10 +227,15 @@ class InFlightLimit:
             await self.app(scope, receive, send)
             return
         body: list[Message] = []
-        if scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
-            while True:  # BodySizeLimit, outside this, has already capped the size
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if scope.get("method") not in ("GET", "HEAD", "OPTIONS") and not (
+            declared.isdigit() and int(declared) > self.buffer_bytes
+        ):
+            buffered = 0
+            while buffered <= self.buffer_bytes:
                 message = await receive()
                 body.append(message)
+                buffered += len(message.get("body", b""))
                 if message["type"] != "http.request" or not message.get("more_body", False):
                     break
 

@@ -1,7 +1,8 @@
 """consult signer keys: PIN-sealed private keys, wrong-PIN lockout, superseded keys
 
-Existing keys (sealed with the SecretBox only) keep verifying; they never sign again: the consultant
-enrols a new, PIN-protected key the next time they sign.
+Existing keys (sealed with the SecretBox only) keep verifying what they signed, but their private part
+is destroyed here, so that the server can no longer sign with them; the consultant enrols a new,
+PIN-protected key the next time they sign.
 
 Revision ID: 0008_signer_keys
 Revises: 0007_consult_records
@@ -33,6 +34,10 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("superseded_at", tianfu.core.db.UTCDateTime(timezone=True), nullable=True)
         )
+    op.execute(
+        "UPDATE consult_signer_key SET private_key_sealed = NULL, superseded_at = CURRENT_TIMESTAMP "
+        "WHERE pin_sealed_key IS NULL"
+    )
 
 
 def downgrade() -> None:
