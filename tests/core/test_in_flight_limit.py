@@ -115,8 +115,8 @@ def test_a_failing_request_gives_its_place_back() -> None:
     asyncio.run(main())
 
 
-def test_a_body_larger_than_the_buffer_streams_in_after_admission() -> None:
-    chunks = [b"x" * 10] * 5
+def test_a_body_larger_than_the_buffer_is_read_ahead_to_disk() -> None:
+    chunks = [bytes([65 + i]) * 100_000 for i in range(5)]
     read_before_admission: list[int] = []
     calls = 0
 
@@ -141,6 +141,29 @@ def test_a_body_larger_than_the_buffer_streams_in_after_admission() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(InFlightLimit(app, limit=1, buffer_bytes=15)(_scope("POST"), receive, send))
-    assert read_before_admission == [2]  # at most the buffer (and one chunk) is held in memory
-    assert sent[-1]["body"] == b"x" * 50
+    asyncio.run(InFlightLimit(app, limit=1, buffer_bytes=1_000)(_scope("POST"), receive, send))
+    assert read_before_admission == [5]  # the whole upload arrived before the request took a place
+    assert sent[-1]["body"] == b"".join(chunks)
+
+
+def test_a_client_gone_during_the_upload_is_told_to_the_app() -> None:
+    messages = iter(
+        [
+            {"type": "http.request", "body": b"part", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(await receive())
+        seen.append(await receive())
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    asyncio.run(InFlightLimit(app, limit=1)(_scope("POST"), receive, _drain))
+    assert seen == [
+        {"type": "http.request", "body": b"part", "more_body": True},  # not passed on as complete
+        {"type": "http.disconnect"},
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import tempfile
 import time
 from typing import Any
 
@@ -192,6 +193,52 @@ class Metrics:
             self.latency.labels(method, template).observe(time.perf_counter() - start)
 
 
+class _SpooledBody:
+    """A request body read ahead: in memory up to ``max_memory`` bytes, on disk beyond (uploads)."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, max_memory: int) -> None:
+        self.file = tempfile.SpooledTemporaryFile(max_size=max_memory)  # noqa: SIM115 - closed in close()
+        self.size = 0
+        self.tail: Message | None = None  # a message after the body (the client went away)
+
+    async def read_all(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                self.tail = message
+                return
+            chunk = message.get("body", b"")
+            self.file.write(chunk)
+            self.size += len(chunk)
+            if not message.get("more_body", False):
+                return
+
+    def replay(self, receive: Receive) -> Receive:
+        self.file.seek(0)
+        left = self.size
+        started = False
+
+        async def next_message() -> Message:
+            nonlocal left, started
+            if left > 0 or not started:
+                started = True
+                chunk = self.file.read(min(self.CHUNK, left))
+                left -= len(chunk)
+                # A body cut short by a client that went away is not passed on as complete.
+                return {"type": "http.request", "body": chunk, "more_body": left > 0 or self.tail is not None}
+            if self.tail is not None:
+                tail, self.tail = self.tail, None
+                return tail
+            return await receive()
+
+        return next_message
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class InFlightLimit:
     """Runs at most ``limit`` requests at once; the others wait in the event loop, holding nothing.
 
@@ -199,11 +246,11 @@ class InFlightLimit:
     Unlimited, a burst of requests takes every worker thread (anyio's 40) waiting for the database
     (SQLite's write lock, taken by ``BEGIN IMMEDIATE``, or a pooled PostgreSQL connection) while the
     request that holds it waits for a thread: they all fail after ``busy_timeout`` or the pool timeout.
-    So that a slow client cannot hold a place, a request body of up to ``buffer_bytes`` is read before
-    the request is admitted (larger uploads, to the few routes that take them, stream in once admitted:
-    memory stays bounded), and the place is given back as soon as the response starts (live streams,
-    large downloads). Routes that enforce their own, larger body limit (DICOM STOW) are let through
-    unqueued.
+    So that a slow client cannot hold a place, the request body is read before the request is admitted
+    (in memory up to ``buffer_bytes``, on disk beyond, so that large uploads cost no memory; the size
+    limit outside this has already capped it), and the place is given back as soon as the response
+    starts (live streams, large downloads). Routes that enforce their own, larger body limit (DICOM STOW)
+    are let through unqueued.
     """
 
     def __init__(
@@ -226,21 +273,15 @@ class InFlightLimit:
         if scope["type"] != "http" or (self.unqueued_paths and path.startswith(self.unqueued_paths)):
             await self.app(scope, receive, send)
             return
-        body: list[Message] = []
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        if scope.get("method") not in ("GET", "HEAD", "OPTIONS") and not (
-            declared.isdigit() and int(declared) > self.buffer_bytes
-        ):
-            buffered = 0
-            while buffered <= self.buffer_bytes:
-                message = await receive()
-                body.append(message)
-                buffered += len(message.get("body", b""))
-                if message["type"] != "http.request" or not message.get("more_body", False):
-                    break
-
-        async def replay() -> Message:
-            return body.pop(0) if body else await receive()
+        body: _SpooledBody | None = None
+        if scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+            body = _SpooledBody(self.buffer_bytes)
+            try:
+                await body.read_all(receive)
+            except BaseException:
+                body.close()
+                raise
+        replay = body.replay(receive) if body is not None else receive
 
         gate = self._semaphore()
         await gate.acquire()
@@ -258,3 +299,5 @@ class InFlightLimit:
         finally:
             if held:
                 gate.release()
+            if body is not None:
+                body.close()
