@@ -419,33 +419,7 @@ def opinion_report(
 
 
 def _envelope(version: OpinionVersion) -> bytes:
-    return _signed_version(version).envelope()
-
-
-def _signed_version(version: OpinionVersion) -> signing.SignedVersion:
-    def decode(text: str) -> bytes:
-        try:
-            return base64.b64decode(text, validate=True)
-        except ValueError:
-            return b""
-
-    return signing.SignedVersion(
-        document_id=version.document_id,
-        version=version.version,
-        canonical_content=version.canonical_content.encode("utf-8"),
-        previous_hash=version.previous_hash,
-        amendment_reason=version.amendment_reason,
-        signature=signing.SignatureRecord(
-            algorithm=version.algorithm,
-            hash_algorithm=version.hash_algorithm,
-            signer_id=version.signer_id,
-            signed_at=version.signed_at,
-            content_hash=version.content_hash,
-            public_key=decode(version.public_key),
-            public_key_fingerprint=version.public_key_fingerprint,
-            signature=decode(version.signature),
-        ),
-    )
+    return version.as_signed_version().envelope()
 
 
 def signature_provenance(

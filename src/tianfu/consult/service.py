@@ -161,33 +161,6 @@ def consents(session: Session, consultation_id: str) -> Sequence[ConsultConsent]
     ).all()
 
 
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:  # altered in storage: verification then fails on an empty value
-        return b""
-
-
-def _signed_version(row: OpinionVersion) -> signing.SignedVersion:
-    return signing.SignedVersion(
-        document_id=row.document_id,
-        version=row.version,
-        canonical_content=row.canonical_content.encode("utf-8"),
-        previous_hash=row.previous_hash,
-        amendment_reason=row.amendment_reason,
-        signature=signing.SignatureRecord(
-            algorithm=row.algorithm,
-            hash_algorithm=row.hash_algorithm,
-            signer_id=row.signer_id,
-            signed_at=row.signed_at,
-            content_hash=row.content_hash,
-            public_key=_b64(row.public_key),
-            public_key_fingerprint=row.public_key_fingerprint,
-            signature=_b64(row.signature),
-        ),
-    )
-
-
 def opinion_versions(session: Session, consultation_id: str) -> Sequence[OpinionVersion]:
     return session.scalars(
         select(OpinionVersion)
@@ -223,7 +196,7 @@ def verified_opinion(session: Session, consultation_id: str) -> VerifiedOpinion 
     rows = opinion_versions(session, consultation_id)
     if not rows:
         return None
-    versions = [_signed_version(row) for row in rows]
+    versions = [row.as_signed_version() for row in rows]
     trusted = _trusted_keys(session, {row.signer_id for row in rows})
     return VerifiedOpinion(rows, signing.verify_chain(versions, trusted=trusted))
 
@@ -1176,7 +1149,7 @@ def amend_opinion(
         )
     if not reason.strip():
         raise Invalid("an amendment needs a reason")
-    previous = _signed_version(verified.latest)
+    previous = verified.latest.as_signed_version()
     signer = signer_for(
         session,
         audit,

@@ -8,6 +8,7 @@ these rows and gives each clinical row a ``retain_until`` (its retention class, 
 
 from __future__ import annotations
 
+import base64
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tianfu.consult import signing
 from tianfu.core.db import Base, IdColumn, UTCDateTime, utcnow
 
 
@@ -204,6 +206,33 @@ class OpinionVersion(Base):
     signature: Mapped[str] = mapped_column(Text)  # base64
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    def as_signed_version(self) -> signing.SignedVersion:
+        """The stored version as :mod:`~tianfu.consult.signing` verifies it."""
+        return signing.SignedVersion(
+            document_id=self.document_id,
+            version=self.version,
+            canonical_content=self.canonical_content.encode("utf-8"),
+            previous_hash=self.previous_hash,
+            amendment_reason=self.amendment_reason,
+            signature=signing.SignatureRecord(
+                algorithm=self.algorithm,
+                hash_algorithm=self.hash_algorithm,
+                signer_id=self.signer_id,
+                signed_at=self.signed_at,
+                content_hash=self.content_hash,
+                public_key=_b64(self.public_key),
+                public_key_fingerprint=self.public_key_fingerprint,
+                signature=_b64(self.signature),
+            ),
+        )
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # altered in storage: verification then fails on an empty value
+        return b""
 
 
 class SignerKey(Base):
