@@ -171,6 +171,48 @@ async def test_samples_are_stored_once_per_interval(pipeline: Pipeline, kernel: 
     assert stored == 3  # one per 60 s of data
 
 
+async def test_an_episode_raised_and_ended_within_one_commit_is_stored_as_if_committed_event_by_event(
+    pipeline: Pipeline, demo: Demo, db: Session
+) -> None:
+    """Writes are folded per episode in a batch: the row must end as the events applied in order leave it."""
+    from tianfu.monitoring.alarms import AlarmEvent as EngineEvent
+    from tianfu.monitoring.alarms import EventKind, Priority
+
+    bed = demo.bed("CARD1-01").id
+    nurse = demo.user("nurse.wang").id
+    start = datetime.now(UTC).replace(microsecond=0)
+
+    def event(kind: EventKind, second: int, **extra: object) -> EngineEvent:
+        at = start + timedelta(seconds=second)
+        return EngineEvent(kind, at, bed, "limit:spo2_low", "e-1", Priority.MEDIUM, "nurse", **extra)  # type: ignore[arg-type]
+
+    history = [
+        event(EventKind.RAISED, 0, value=88.0),
+        event(EventKind.ESCALATED, 30),
+        event(EventKind.ESCALATED, 60),
+        event(EventKind.PAUSED, 70, user=nurse, until=start + timedelta(seconds=190)),
+        event(EventKind.ACKNOWLEDGED, 80, user=nurse),
+        event(EventKind.CLEARED, 90),
+    ]
+    pipeline._handle_alarm_events(history)
+    await pipeline.commit()
+    episode = db.scalars(select(AlarmEpisode).where(AlarmEpisode.engine_episode_id == "e-1")).one()
+    assert (episode.state, episode.escalation_level, episode.value) == ("cleared", 2, 88.0)
+    assert episode.acknowledged_by_id == nurse
+    assert episode.acknowledged_at == start + timedelta(seconds=80)
+    assert episode.cleared_at == start + timedelta(seconds=90)
+    stored = db.scalars(select(AlarmEvent).where(AlarmEvent.episode_id == episode.id).order_by(AlarmEvent.id))
+    assert [e.event for e in stored] == [
+        "raised",
+        "escalated",
+        "escalated",
+        "paused",
+        "acknowledged",
+        "cleared",
+    ]
+    db.commit()
+
+
 async def test_discharge_ends_monitoring_of_the_stay(
     pipeline: Pipeline, kernel: Kernel, demo: Demo, db: Session
 ) -> None:

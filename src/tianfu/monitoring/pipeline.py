@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, true, update
+from sqlalchemy import Integer, String, bindparam, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tianfu.core.audit.service import SYSTEM_ACTOR
 from tianfu.core.bus import Event, EventBus, Subscription
-from tianfu.core.db import utcnow
+from tianfu.core.db import UTCDateTime, utcnow
 from tianfu.core.kernel import Kernel
 from tianfu.core.model_outputs import service as model_outputs
 from tianfu.core.patients.models import Encounter, Location, Patient
@@ -64,6 +64,7 @@ from tianfu.monitoring.tables import (
     MonitoringProfile,
     NursingObservation,
 )
+from tianfu.monitoring.tables import AlarmEvent as StoredEvent
 from tianfu.monitoring.tables import (
     VitalSample as StoredSample,
 )
@@ -915,18 +916,25 @@ class Pipeline:
                 raise
 
     def _write(self, pending: _PendingWrites) -> None:
+        """One transaction, one executemany per statement: an alarm storm of thousands of raises and
+        clears a second costs a few statements, not a few per alarm."""
         with self.kernel.sessions() as session, session.begin():
             insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert  # type: ignore[union-attr]
-            for device_pk, (seen, source) in pending.seen.items():
+            if pending.seen:
+                devices = MonitoringDevice.__table__
                 session.execute(
-                    update(MonitoringDevice)
-                    .where(MonitoringDevice.id == device_pk)
-                    .values(last_seen_at=seen, last_source=source)
+                    update(devices)
+                    .where(devices.c.id == bindparam("device_pk"))
+                    .values(last_seen_at=bindparam("seen"), last_source=bindparam("source")),
+                    [
+                        {"device_pk": pk, "seen": seen, "source": source}
+                        for pk, (seen, source) in pending.seen.items()
+                    ],
                 )
             if pending.samples:
-                session.execute(insert(StoredSample).values(pending.samples).on_conflict_do_nothing())
-            for stored, output in pending.events:
-                self._write_event(session, insert, stored, output)
+                session.execute(insert(StoredSample.__table__).on_conflict_do_nothing(), pending.samples)
+            if pending.events:
+                self._write_events(session, insert, pending.events)
             for risk in pending.model_outputs:
                 self._write_model_output(session, risk)
             if pending.snapshot is not None:
@@ -958,64 +966,98 @@ class Pipeline:
             input_features=risk["inputs"],
         )
 
-    def _write_event(self, session: Session, insert: Any, stored: str, output: AlarmEvent) -> None:
-        bed = self.beds.get(output.bed)
-        user_id = output.user if output.user and not output.user.startswith("system:") else None
-        if output.kind is EventKind.RAISED:
-            session.execute(
-                insert(AlarmEpisode)
-                .values(
-                    id=stored,
-                    engine_episode_id=output.episode_id,
-                    bed_id=output.bed,
-                    patient_id=bed.patient_id if bed else None,
-                    device_id=bed.device_pk if bed else None,
-                    condition=output.condition,
-                    kind=condition_category(output.condition),
-                    priority=output.priority.value,
-                    state="active",
-                    message=output.detail or "",
-                    value=output.value,
-                    raised_at=output.at,
-                    escalation_level=0,
-                    latching=output.priority.value == "high",
+    def _write_events(self, session: Session, insert: Any, events: Sequence[tuple[str, AlarmEvent]]) -> None:
+        """Store alarm events in order: new episodes first, then each touched episode's changes folded
+        into one row update (its events' changes applied in order), then the event history."""
+        raised: list[dict[str, Any]] = []
+        changes: dict[str, dict[str, Any]] = {}  # stored episode → folded update
+        history: list[dict[str, Any]] = []
+        for stored, output in events:
+            user_id = output.user if output.user and not output.user.startswith("system:") else None
+            kind = output.kind
+            if kind is EventKind.RAISED:
+                bed = self.beds.get(output.bed)
+                raised.append(
+                    {
+                        "id": stored,
+                        "engine_episode_id": output.episode_id,
+                        "bed_id": output.bed,
+                        "patient_id": bed.patient_id if bed else None,
+                        "device_id": bed.device_pk if bed else None,
+                        "condition": output.condition,
+                        "kind": condition_category(output.condition),
+                        "priority": output.priority.value,
+                        "state": "active",
+                        "message": output.detail or "",
+                        "value": output.value,
+                        "raised_at": output.at,
+                        "escalation_level": 0,
+                        "latching": output.priority.value == "high",
+                    }
                 )
-                .on_conflict_do_nothing()
-            )
-        else:
-            changes: dict[str, Any] = {}
-            if output.kind is EventKind.ACKNOWLEDGED:
-                changes = {
-                    "state": "acknowledged",
-                    "acknowledged_at": output.at,
-                    "acknowledged_by_id": user_id,
+            elif kind in _EPISODE_CHANGES:
+                change = changes.setdefault(
+                    stored,
+                    {
+                        "episode": stored,
+                        "new_state": None,
+                        "acknowledged_at": None,
+                        "acknowledged_by_id": None,
+                        "cleared_at": None,
+                        "escalations": 0,
+                    },
+                )
+                if kind is EventKind.ESCALATED:
+                    change["escalations"] += 1
+                else:
+                    change["new_state"] = _EPISODE_CHANGES[kind]
+                if kind is EventKind.ACKNOWLEDGED:
+                    change["acknowledged_at"], change["acknowledged_by_id"] = output.at, user_id
+                elif kind is EventKind.CLEARED:
+                    change["cleared_at"] = output.at
+            details = output.to_dict()
+            history.append(
+                {
+                    "episode_id": stored,
+                    "event": kind.value,
+                    "at": output.at,
+                    "user_id": user_id,
+                    "detail": {k: v for k, v in details.items() if k in _EVENT_DETAIL_KEYS},
+                    "dedup_key": f"{stored}|{kind.value}|{output.at.isoformat()}",
                 }
-            elif output.kind is EventKind.ESCALATED:
-                changes = {"escalation_level": AlarmEpisode.escalation_level + 1}
-            elif output.kind is EventKind.PAUSED:
-                changes = {"state": "paused"}
-            elif output.kind is EventKind.CLEARED:
-                changes = {"state": "cleared", "cleared_at": output.at}
-            if changes:
-                session.execute(update(AlarmEpisode).where(AlarmEpisode.id == stored).values(**changes))
-        from tianfu.monitoring.tables import AlarmEvent as StoredEvent
-
-        session.execute(
-            insert(StoredEvent)
-            .values(
-                episode_id=stored,
-                event=output.kind.value,
-                at=output.at,
-                user_id=user_id,
-                detail={
-                    k: v
-                    for k, v in output.to_dict().items()
-                    if k in {"tier", "value", "until", "detail", "priority"}
-                },
-                dedup_key=f"{stored}|{output.kind.value}|{output.at.isoformat()}",
             )
-            .on_conflict_do_nothing()
-        )
+        if raised:
+            session.execute(insert(AlarmEpisode.__table__).on_conflict_do_nothing(), raised)
+        if changes:
+            episodes = AlarmEpisode.__table__
+            c = episodes.c
+            session.execute(
+                update(episodes)
+                .where(c.id == bindparam("episode"))
+                .values(
+                    state=func.coalesce(bindparam("new_state", type_=String), c.state),
+                    acknowledged_at=func.coalesce(
+                        bindparam("acknowledged_at", type_=UTCDateTime()), c.acknowledged_at
+                    ),
+                    acknowledged_by_id=func.coalesce(
+                        bindparam("acknowledged_by_id", type_=String), c.acknowledged_by_id
+                    ),
+                    cleared_at=func.coalesce(bindparam("cleared_at", type_=UTCDateTime()), c.cleared_at),
+                    escalation_level=c.escalation_level + bindparam("escalations", type_=Integer),
+                ),
+                list(changes.values()),
+            )
+        session.execute(insert(StoredEvent.__table__).on_conflict_do_nothing(), history)
+
+
+#: The state an episode's row takes on each kind of event (an escalation raises its level instead).
+_EPISODE_CHANGES: dict[EventKind, str | None] = {
+    EventKind.ACKNOWLEDGED: "acknowledged",
+    EventKind.ESCALATED: None,
+    EventKind.PAUSED: "paused",
+    EventKind.CLEARED: "cleared",
+}
+_EVENT_DETAIL_KEYS = frozenset({"tier", "value", "until", "detail", "priority"})
 
 
 @dataclass
