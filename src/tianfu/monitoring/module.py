@@ -26,7 +26,7 @@ from tianfu.monitoring.ingest.mllp import MllpServer
 from tianfu.monitoring.ingest.mqtt import MqttIngest
 from tianfu.monitoring.ingest.report import DeviceReport
 from tianfu.monitoring.live import LiveWards
-from tianfu.monitoring.pipeline import BED_SUBJECT, Pipeline, report_subject
+from tianfu.monitoring.pipeline import BED_SUBJECT, LINGER_S, Pipeline, report_subject
 from tianfu.monitoring.settings import MonitoringSettings, get_monitoring_settings
 
 Stopper = Callable[[], Awaitable[None]]
@@ -89,7 +89,11 @@ async def start_live_view(kernel: Kernel) -> Stopper:
     """Keep every ward's latest bed states for this process's central-station pages."""
     wards: LiveWards = kernel.extensions.setdefault("monitoring.live", LiveWards())
     subscription = await kernel.bus.subscribe(
-        f"{BED_SUBJECT}.>", f"monitoring-live-{uuid.uuid4().hex[:8]}", wards.on_event, max_deliver=1
+        f"{BED_SUBJECT}.>",
+        f"monitoring-live-{uuid.uuid4().hex[:8]}",
+        wards.on_event,
+        max_deliver=1,
+        linger_s=LINGER_S,
     )
     return subscription.stop
 

@@ -54,7 +54,7 @@ from tianfu.monitoring.alarms import (
     condition_category,
 )
 from tianfu.monitoring.ingest.report import DeviceReport
-from tianfu.monitoring.scores import MewsResult, News2Result, QsofaResult, mews, news2, qsofa
+from tianfu.monitoring.scores import MewsResult, News2Result, QsofaResult, early_warning_scores
 from tianfu.monitoring.sepsis import OnlineFeatureExtractor, SepsisModel
 from tianfu.monitoring.settings import MonitoringSettings
 from tianfu.monitoring.tables import (
@@ -104,6 +104,10 @@ PLACEMENT_TTL_S = 300.0
 SEEN_EVERY_S = 60.0  # how often a device's "last seen" is written
 MODEL_CHECK_S = 30.0  # how often the registry is asked which sepsis model version is active
 SNAPSHOT_EVERY_S = 10.0
+_HOUR = timedelta(hours=1)
+# Reports are scored in batches gathered over this long: one wake-up per batch, not per report.
+LINGER_S = 0.01
+COMMIT_EVERY_S = 0.2  # in-process bus: how often buffered writes are committed under load
 
 
 def partition_of(device_id: str, partitions: int) -> int:
@@ -112,6 +116,38 @@ def partition_of(device_id: str, partitions: int) -> int:
 
 def report_subject(device_id: str, partitions: int) -> str:
     return f"{REPORT_SUBJECT}.p{partition_of(device_id, partitions)}"
+
+
+class RecentIds:
+    """The last ``size`` message ids of a bed, so that a report sent again is recognised at once."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def add(self, message_id: str) -> bool:
+        """Remember the id; False when it was already there."""
+        if message_id in self._ids:
+            return False
+        self._ids.add(message_id)
+        self._order.append(message_id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+        return True
+
+
+_ISO: dict[datetime, str] = {}
+
+
+def _iso(moment: datetime) -> str:
+    """``moment.isoformat()``, remembered: a report's values share a time, a ward's reports the second."""
+    text = _ISO.get(moment)
+    if text is None:
+        if len(_ISO) > 8192:
+            _ISO.clear()
+        text = _ISO[moment] = moment.isoformat()
+    return text
 
 
 @dataclass
@@ -149,7 +185,8 @@ class BedState:
     qsofa: QsofaResult | None = None
     news2_fed: tuple[int, bool] | None = None
     last_stored: datetime | None = None
-    recent_ids: deque[str] = field(default_factory=lambda: deque(maxlen=512))
+    shown: dict[str, list[Any]] = field(default_factory=dict)  # parameter → [value, ISO time] for stations
+    recent_ids: RecentIds = field(default_factory=lambda: RecentIds(512))
     sepsis: SepsisTracker | None = None
     history_pending: bool = False  # the patient's past hours are still to be fed to the sepsis tracker
     seq: int = 0
@@ -203,6 +240,7 @@ class Pipeline:
         self._history_loader: asyncio.Task[None] | None = None
         self._background_commit: asyncio.Task[None] | None = None
         self._last_snapshot = time.monotonic()
+        self._last_commit = 0.0
         self.processed = 0
         self.duplicates = 0
 
@@ -222,6 +260,7 @@ class Pipeline:
                     f"monitoring-report-p{p}",
                     self.on_report,
                     on_batch_end=self._end_batch,
+                    linger_s=LINGER_S,
                 )
             )
             self._subscriptions.append(
@@ -321,11 +360,9 @@ class Pipeline:
         if bed is None or bed.patient_id != placed.patient_id or bed.device_pk != placed.device_pk:
             bed = await asyncio.to_thread(self._open_bed, placed, report.device_id)
             self.beds[placed.bed_id] = bed
-        key = f"{report.device_id}/{report.message_id}"
-        if key in bed.recent_ids:
+        if not bed.recent_ids.add(f"{report.device_id}/{report.message_id}"):
             self.duplicates += 1
             return
-        bed.recent_ids.append(key)
         self.processed += 1
         outputs: list[AlarmEvent] = []
         if not bed.configured:
@@ -335,33 +372,40 @@ class Pipeline:
                 )
             )
             bed.configured = True
-        has_heart_rate = any(m.parameter == "heart_rate" for m in report.measurements)
-        for m in report.measurements:
-            bed.latest[m.parameter] = (m.value, m.observed_at)
+        measurements = report.measurements
+        has_heart_rate = "heart_rate" in [m.parameter for m in measurements]
+        measured: datetime | None = None  # the newest observation of the report
+        engine, bed_id, flags = self.engine, bed.bed_id, bed.flags
+        for m in measurements:
+            at = m.observed_at
+            if measured is None or at > measured:
+                measured = at
+            bed.latest[m.parameter] = (m.value, at)
+            bed.shown[m.parameter] = [round(m.value, 1), _iso(at)]
             parameter = TO_ENGINE.get(m.parameter)
             if parameter is None and m.parameter == "pulse_rate" and not has_heart_rate:
                 parameter = Parameter.PULSE  # no ECG: the oximeter's pulse rate stands in
             if parameter is None:
                 continue
-            measurement = Measurement(parameter, m.value, m.observed_at)
+            measurement = Measurement(parameter, m.value, at)
             validity = measurement.validity
             if validity is Validity.VALID:
-                bed.flags.pop(m.parameter, None)
+                if flags:
+                    flags.pop(m.parameter, None)
             else:
-                bed.flags[m.parameter] = validity.value
+                flags[m.parameter] = validity.value
             bed.measurements[parameter] = measurement
-            outputs += self.engine.process(VitalSample(m.observed_at, bed.bed_id, parameter, m.value))
+            outputs += engine.process(VitalSample(at, bed_id, parameter, m.value))
             if bed.sepsis is not None and m.parameter in PHYSIONET_COLUMNS and validity is Validity.VALID:
-                self._add_to_hour(bed, m.parameter, m.value, m.observed_at)
+                self._add_to_hour(bed, m.parameter, m.value, at)
         for name, (value, at) in report.charted.items():
             self._apply_charted(bed, name, value, datetime.fromisoformat(at))
         # Score as of now (or the report's own time, if a device clock runs ahead): a value charted a
         # moment ago counts, one older than its maximum age does not.
-        now = max([m.observed_at for m in report.measurements] + [utcnow()])
-        outputs += self._score(bed, now)
+        now = utcnow()
+        outputs += self._score(bed, now if measured is None or measured < now else measured)
         self._handle_alarm_events(outputs)
-        measured = max((m.observed_at for m in report.measurements), default=report.received_at)
-        self._maybe_store(bed, placed, report, measured)
+        self._maybe_store(bed, placed, report, measured or report.received_at)
         await self._publish_bed(bed)
 
     def _apply_charted(self, bed: BedState, name: str, value: Any, at: datetime) -> None:
@@ -372,8 +416,7 @@ class Pipeline:
 
     def _score(self, bed: BedState, now: datetime) -> list[AlarmEvent]:
         current = current_vital_set(bed.measurements.values(), now, spo2_scale=bed.spo2_scale)
-        bed.news2 = news2(current)
-        bed.mews, bed.qsofa = mews(current), qsofa(current)
+        bed.news2, bed.mews, bed.qsofa = early_warning_scores(current)
         fed = (bed.news2.total, bed.news2.red_score)
         if fed == bed.news2_fed:
             return []
@@ -385,12 +428,13 @@ class Pipeline:
     def _add_to_hour(self, bed: BedState, parameter: str, value: float, at: datetime) -> None:
         tracker = bed.sepsis
         assert tracker is not None
-        hour = at.replace(minute=0, second=0, microsecond=0)
-        if tracker.hour is None:
-            tracker.hour = hour
-        elif hour > tracker.hour:
-            self._close_hour(bed, tracker)
-            tracker.hour = hour
+        if tracker.hour is None or not tracker.hour <= at < tracker.hour + _HOUR:
+            hour = at.replace(minute=0, second=0, microsecond=0)
+            if tracker.hour is None:
+                tracker.hour = hour
+            elif hour > tracker.hour:
+                self._close_hour(bed, tracker)
+                tracker.hour = hour
         total = tracker.sums.setdefault(parameter, [0.0, 0.0])
         total[0] += value
         total[1] += 1
@@ -519,6 +563,7 @@ class Pipeline:
             placed = _Placed(bed.device_pk, bed.bed_id, bed.ward_id, bed.patient_id, bed.encounter_id, 0.0)
             fresh = await asyncio.to_thread(self._open_bed, placed, bed.device_identifier)
             fresh.latest, fresh.measurements, fresh.flags = bed.latest, bed.measurements, bed.flags
+            fresh.shown = bed.shown
             fresh.recent_ids, fresh.seq, fresh.last_stored = bed.recent_ids, bed.seq, bed.last_stored
             fresh.sepsis = bed.sepsis or fresh.sepsis  # the hour in progress goes on
             self.beds[bed.bed_id] = fresh
@@ -859,7 +904,7 @@ class Pipeline:
             "seq": bed.seq,
             "device": bed.device_identifier,
             "patient": bed.patient or None,
-            "vitals": {p: [round(v, 1), t.isoformat()] for p, (v, t) in bed.latest.items()},
+            "vitals": dict(bed.shown),
             "flags": bed.flags,
             "news2": score,
             "mews": {"total": bed.mews.total, "missing": list(bed.mews.missing)} if bed.mews else None,
@@ -876,8 +921,9 @@ class Pipeline:
 
     async def _end_batch(self) -> None:
         """JetStream acknowledges a batch when this returns, so its writes must be stored by then. The
-        in-process bus acknowledges to no one: there the batch is committed beside the next one, which
-        keeps scoring running while the database writes (the ticker commits anything left each second)."""
+        in-process bus acknowledges to no one: there batches are committed together, at most every
+        COMMIT_EVERY_S, beside the scoring that goes on (each transaction costs as much as hundreds of
+        rows, and under load a batch ends hundreds of times a second)."""
         if self.bus.durable:
             await self.commit()
         elif self._background_commit is None or self._background_commit.done():
@@ -887,6 +933,7 @@ class Pipeline:
 
     async def _commit_in_background(self) -> None:
         try:
+            await asyncio.sleep(max(0.0, self._last_commit + COMMIT_EVERY_S - time.monotonic()))
             await self.commit()
         except Exception:  # the rows wait for the next commit
             log.exception("monitoring commit failed")
@@ -896,6 +943,7 @@ class Pipeline:
             await self._commit()
 
     async def _commit(self) -> None:
+        self._last_commit = time.monotonic()
         pending, self._pending = self._pending, _PendingWrites()
         for output in pending.published:
             await self.bus.publish(f"{ALARM_SUBJECT}.{output.kind.value}", output.to_dict())

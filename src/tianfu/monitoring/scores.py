@@ -498,3 +498,28 @@ def qsofa(vitals: VitalSet, gcs: int | None = None) -> QsofaResult:
         criteria=MappingProxyType(criteria),
         missing=tuple(name for name, met in criteria.items() if met is None),
     )
+
+
+_SCORED: dict[tuple[Any, ...], tuple[News2Result, MewsResult, QsofaResult]] = {}
+
+
+def early_warning_scores(vitals: VitalSet) -> tuple[News2Result, MewsResult, QsofaResult]:
+    """NEWS2, MEWS and qSOFA of one set, exactly as :func:`news2`, :func:`mews` and :func:`qsofa` give
+    them, for a monitor's stream: the results (immutable) are shared by every set with the same values, and
+    a bed's values repeat from one second to the next."""
+    key = (
+        vitals.respiratory_rate,
+        vitals.spo2,
+        vitals.spo2_scale,
+        vitals.on_oxygen,
+        vitals.systolic_bp,
+        vitals.pulse,
+        vitals.consciousness,
+        vitals.temperature,
+    )
+    scored = _SCORED.get(key)
+    if scored is None:
+        if len(_SCORED) > 65_536:
+            _SCORED.clear()
+        scored = _SCORED[key] = (news2(vitals), mews(vitals), qsofa(vitals))
+    return scored

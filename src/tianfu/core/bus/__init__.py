@@ -124,11 +124,14 @@ class EventBus(ABC):
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
         on_batch_end: BatchEnd | None = None,
+        linger_s: float = 0.0,
     ) -> Subscription:
         """Deliver events matching ``subject_filter`` to ``handler``, remembered under ``durable``.
 
         ``on_batch_end`` is awaited after each batch of handled events and before they are acknowledged:
         a consumer that buffers its writes commits them there, so that what is acknowledged is durable.
+        ``linger_s``: after a batch, wait this long for the next one to gather, so that a stream of
+        thousands of events a second is handled in batches rather than one wake-up per event.
         """
 
     @abstractmethod

@@ -25,6 +25,7 @@ class _Consumer:
     handler: Handler
     max_deliver: int
     on_batch_end: BatchEnd | None = None
+    linger_s: float = 0.0
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
@@ -81,10 +82,11 @@ class InProcessBus(EventBus):
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
         on_batch_end: BatchEnd | None = None,
+        linger_s: float = 0.0,
     ) -> Subscription:
         if durable in self._consumers:
             raise ValueError(f"durable consumer {durable!r} is already subscribed")
-        consumer = _Consumer(durable, subject_filter, handler, max_deliver, on_batch_end)
+        consumer = _Consumer(durable, subject_filter, handler, max_deliver, on_batch_end, linger_s)
         for event in self._retained:
             if subject_matches(subject_filter, event.subject):
                 consumer.queue.put_nowait(event)
@@ -108,7 +110,7 @@ class InProcessBus(EventBus):
             while True:
                 delivery += 1
                 try:
-                    await consumer.handler(replace(event, delivery=delivery))
+                    await consumer.handler(event if delivery == 1 else replace(event, delivery=delivery))
                     break
                 except asyncio.CancelledError:
                     raise
@@ -126,9 +128,12 @@ class InProcessBus(EventBus):
                         break
                     # Back off and retry; if even the dead-letter store failed, keep the event and retry.
                     await asyncio.sleep(self._retry_delay_s * min(delivery, 20))
-            if consumer.on_batch_end is not None and consumer.queue.empty():
+            if consumer.queue.empty():
                 # A batch ends when the queue runs dry: under load, many events share one commit.
-                try:
-                    await consumer.on_batch_end()
-                except Exception:
-                    log.exception("consumer %s could not finish a batch", consumer.durable)
+                if consumer.on_batch_end is not None:
+                    try:
+                        await consumer.on_batch_end()
+                    except Exception:
+                        log.exception("consumer %s could not finish a batch", consumer.durable)
+                if consumer.linger_s:
+                    await asyncio.sleep(consumer.linger_s)

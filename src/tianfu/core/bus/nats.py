@@ -121,6 +121,7 @@ class NatsJetStreamBus(EventBus):
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
         on_batch_end: BatchEnd | None = None,
+        linger_s: float = 0.0,  # pulls fetch batches already
     ) -> Subscription:
         config = ConsumerConfig(
             durable_name=durable,
