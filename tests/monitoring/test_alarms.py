@@ -40,6 +40,7 @@ from tianfu.monitoring.alarms import (
     TechnicalCondition,
     Tick,
     VitalSample,
+    VitalSamples,
     alarm_burden,
     condition_category,
 )
@@ -633,6 +634,23 @@ def test_active_alarms_are_ordered_by_priority_then_age_and_filterable_by_bed() 
 # Inputs, outputs, snapshots
 
 
+def test_a_report_raises_what_its_samples_would_one_by_one_in_condition_order() -> None:
+    config = no_delay_no_hysteresis()
+    one_by_one, together = Ward(config), Ward(config)
+    values = ((SPO2, 80), (PULSE, 150), (SBP, 120))
+    separate = [event for parameter, value in values for event in one_by_one.sample(1, parameter, value)]
+    joint = together.feed(VitalSamples(at(1), "b1", values))
+
+    def what(events: Iterable[AlarmEvent]) -> list[tuple[Any, ...]]:  # episode ids number in order of raise
+        return sorted((e.condition, e.kind, e.priority, e.value) for e in events)
+
+    assert what(separate) == what(joint)
+    assert [e.condition for e in joint] == sorted(e.condition for e in joint)
+    assert {e.condition for e in joint} >= {"limit:spo2_low", "limit:pulse_high"}
+    active = [(a.condition, a.priority) for a in one_by_one.engine.active_alarms()]
+    assert [(a.condition, a.priority) for a in together.engine.active_alarms()] == active
+
+
 def test_inputs_are_validated() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         Tick(datetime(2025, 1, 1))  # noqa: DTZ001
@@ -640,6 +658,12 @@ def test_inputs_are_validated() -> None:
         VitalSample(T0, "b1", Parameter.CONSCIOUSNESS, 1)
     with pytest.raises(ValueError, match="must be a number"):
         VitalSample(T0, "b1", PULSE, "70")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one per parameter"):
+        VitalSamples(T0, "b1", ((PULSE, 70), (PULSE, 71)))
+    with pytest.raises(ValueError, match="at least one"):
+        VitalSamples(T0, "b1", ())
+    with pytest.raises(ValueError, match="charted"):
+        VitalSamples(T0, "b1", ((PULSE, 70), (Parameter.CONSCIOUSNESS, 1)))
     with pytest.raises(ValueError, match="0-20"):
         News2Scored(T0, "b1", 21, True)
     with pytest.raises(ValueError, match="user"):
@@ -781,6 +805,13 @@ actions = st.one_of(
     st.tuples(
         st.just("sample"), st.sampled_from(BEDS), st.sampled_from([(SPO2, 88), (SPO2, 97), (PULSE, 70)])
     ),
+    st.tuples(  # one report: several parameters at the same moment
+        st.just("report"),
+        st.sampled_from(BEDS),
+        st.fixed_dictionaries(
+            {}, optional={p: st.sampled_from(values) for p, values in SAMPLED.items()}
+        ).filter(bool),
+    ),
     st.builds(
         lambda bed, total, red: ("news2", bed, total, red and total >= 3),
         st.sampled_from(BEDS),
@@ -851,15 +882,21 @@ class Reference:
             (bed, key) for bed in self.watch_start for key in self.keys(bed) if self.holds(bed, key, now)[0]
         }
 
+    def read(self, bed: str, parameter: Parameter, raw: float, at: datetime) -> None:
+        validity = classify_measurement(parameter, raw)
+        value = round_for_banding(parameter, raw) if validity is Validity.VALID else None
+        self.readings[(bed, parameter)] = (validity, value)
+        if validity is Validity.VALID:
+            self.last_valid[(bed, parameter)] = at
+
     def apply(self, event: EngineInput, now: datetime) -> None:
-        if isinstance(event, VitalSample | News2Scored | ConfigureBed):
+        if isinstance(event, VitalSample | VitalSamples | News2Scored | ConfigureBed):
             self.watch_start.setdefault(event.bed, now)
         if isinstance(event, VitalSample):
-            validity = classify_measurement(event.parameter, event.value)
-            value = round_for_banding(event.parameter, event.value) if validity is Validity.VALID else None
-            self.readings[(event.bed, event.parameter)] = (validity, value)
-            if validity is Validity.VALID:
-                self.last_valid[(event.bed, event.parameter)] = event.at
+            self.read(event.bed, event.parameter, event.value, event.at)
+        elif isinstance(event, VitalSamples):
+            for parameter, raw in event.samples:
+                self.read(event.bed, parameter, raw, event.at)
         elif isinstance(event, News2Scored):
             self.news2[event.bed] = (event.total, event.red_score)
         elif isinstance(event, ConfigureBed):
@@ -871,6 +908,8 @@ def to_input(action: tuple[Any, ...], now: datetime, engine: AlarmEngine) -> Eng
     if kind == "sample":
         parameter, value = action[2]
         return VitalSample(now, action[1], parameter, value)
+    if kind == "report":
+        return VitalSamples(now, action[1], tuple(action[2].items()))
     if kind == "news2":
         return News2Scored(now, action[1], action[2], action[3])
     if kind == "config":
@@ -1103,6 +1142,14 @@ scale_actions = st.one_of(
         st.sampled_from([(p, v) for p, values in SCALE_VALUES.items() for v in values]),
         st.sampled_from([0, 0, 0, 1, 30, 90]),  # seconds late
     ),
+    st.tuples(
+        st.just("report"),
+        st.sampled_from(SCALE_BEDS),
+        st.fixed_dictionaries({}, optional={p: st.sampled_from(v) for p, v in SCALE_VALUES.items()}).filter(
+            bool
+        ),
+        st.sampled_from([0, 0, 0, 1, 30, 90]),  # seconds late
+    ),
     st.tuples(st.just("news2"), st.sampled_from(SCALE_BEDS), st.integers(0, 20), st.booleans()),
     st.tuples(st.just("ack"), st.integers(0, 10)),
     st.tuples(st.just("pause"), st.integers(0, 10), st.integers(1, 40)),
@@ -1129,6 +1176,8 @@ def scale_input(action: tuple[Any, ...], now: datetime, engine: AlarmEngine) -> 
     if kind == "sample":
         parameter, value = action[2]
         return VitalSample(now - timedelta(seconds=action[3]), action[1], parameter, value)
+    if kind == "report":
+        return VitalSamples(now - timedelta(seconds=action[3]), action[1], tuple(action[2].items()))
     if kind == "news2":
         return News2Scored(now, action[1], action[2], action[3] and action[2] >= 3)
     if kind == "config":

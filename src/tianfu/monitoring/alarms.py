@@ -304,15 +304,37 @@ class VitalSample:
 
     def __post_init__(self) -> None:
         _aware(self.at)
-        parameter = self.parameter
-        if parameter.__class__ is not Parameter:  # a member already needs no conversion
-            parameter = Parameter(parameter)
-            object.__setattr__(self, "parameter", parameter)
-        if parameter not in NUMERIC_PARAMETERS:
-            raise ValueError(f"{parameter.value} is charted, not a device stream")
-        value_type = type(self.value)
-        if value_type is not float and value_type is not int:  # exactly: a bool is refused here
-            classify_measurement(parameter, self.value)  # type check only
+        object.__setattr__(self, "parameter", _streamed(self.parameter, self.value))
+
+
+def _streamed(parameter: Parameter, value: float) -> Parameter:
+    """The parameter of a device value, checked: numeric, and the value a number."""
+    if parameter.__class__ is not Parameter:  # a member already needs no conversion
+        parameter = Parameter(parameter)
+    if parameter not in NUMERIC_PARAMETERS:
+        raise ValueError(f"{parameter.value} is charted, not a device stream")
+    value_type = type(value)
+    if value_type is not float and value_type is not int:  # exactly: a bool is refused here
+        classify_measurement(parameter, value)  # type check only
+    return parameter
+
+
+@dataclass(frozen=True)
+class VitalSamples:
+    """Several parameters measured at one moment (one device report). Their readings are applied
+    together, then the bed is evaluated once: the conditions they can change, in key order (the whole bed
+    if it is due). Cheaper than one :class:`VitalSample` each, which evaluates after every reading."""
+
+    at: datetime
+    bed: str
+    samples: tuple[tuple[Parameter, float], ...]
+
+    def __post_init__(self) -> None:
+        _aware(self.at)
+        checked = tuple((_streamed(parameter, value), value) for parameter, value in self.samples)
+        if not checked or len({parameter for parameter, _ in checked}) != len(checked):
+            raise ValueError("simultaneous samples need at least one value, and one per parameter")
+        object.__setattr__(self, "samples", checked)
 
 
 @dataclass(frozen=True)
@@ -407,7 +429,9 @@ class EndMonitoring:
             raise ValueError("ending monitoring needs a user")
 
 
-EngineInput = VitalSample | News2Scored | Tick | Acknowledge | PauseAudio | ConfigureBed | EndMonitoring
+EngineInput = (
+    VitalSample | VitalSamples | News2Scored | Tick | Acknowledge | PauseAudio | ConfigureBed | EndMonitoring
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -609,6 +633,15 @@ class _BedPlan:
     #: Watched parameters with their no-data timeout plus one resolution step: no valid value since
     #: ``t`` makes the no-data condition hold from ``t + that`` on.
     no_data_starts: tuple[tuple[Parameter, timedelta], ...] = ()
+    combined: dict[tuple[Parameter, ...], tuple[_Condition, ...]] = field(default_factory=dict)
+
+    def conditions_of(self, parameters: tuple[Parameter, ...]) -> tuple[_Condition, ...]:
+        """What samples of these parameters can change, in key order (remembered per combination)."""
+        found = self.combined.get(parameters)
+        if found is None:
+            merged = {c.key: c for parameter in parameters for c in self.sample_conditions[parameter]}
+            found = self.combined[parameters] = tuple(merged[key] for key in sorted(merged))
+        return found
 
     def condition(self, key: str) -> _Condition:
         parsed = self.conditions.get(key)
@@ -711,6 +744,22 @@ _HOLDS: tuple[_Zone, datetime | None, float | None] = (_Zone.HOLDS, None, None)
 _RESOLUTION = timedelta(microseconds=1)
 
 
+def _read(bed: _BedState, parameter: Parameter, raw: float, at: datetime) -> bool:
+    """Record a device value as the bed's reading; False when a newer reading was already applied."""
+    previous = bed.readings.get(parameter)
+    if previous is not None and at < previous.at:
+        return False
+    found = _CLASSIFIED.get((parameter, raw))
+    validity, value = _classify(parameter, raw) if found is None else found
+    if previous is None:
+        bed.readings[parameter] = _Reading(at, value, validity)
+    else:  # readings are the bed's own: updated in place
+        previous.at, previous.value, previous.validity = at, value, validity
+    if validity is Validity.VALID:
+        bed.last_valid_at[parameter] = at
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------
 # Engine
 
@@ -761,10 +810,15 @@ class AlarmEngine:
         now = event.at if self._clock is None or event.at > self._clock else self._clock
         self._clock = now
         queue = self._queue
-        if isinstance(event, VitalSample) and (not queue or queue[0][0] > now):  # nothing due: the hot path
-            return self._apply_sample(event, now)
+        if not queue or queue[0][0] > now:  # nothing due: the hot path
+            if isinstance(event, VitalSamples):
+                return self._apply_samples(event, now)
+            if isinstance(event, VitalSample):
+                return self._apply_sample(event, now)
         out = self._advance(now)
-        if isinstance(event, VitalSample):
+        if isinstance(event, VitalSamples):
+            out += self._apply_samples(event, now)
+        elif isinstance(event, VitalSample):
             out += self._apply_sample(event, now)
         elif isinstance(event, News2Scored):
             bed = self._bed_for_data(event.bed, now)
@@ -862,22 +916,24 @@ class AlarmEngine:
         bed = self._beds.get(bed_id)
         if bed is None:
             bed = self._beds[bed_id] = self._new_bed(now)
+        if not bed.monitoring or not _read(bed, sample.parameter, sample.value, sample.at):
+            return []
+        plan = bed.plan or self._plan(bed)
+        return self._evaluate_bed(bed_id, bed, now, plan.sample_conditions[sample.parameter])
+
+    def _apply_samples(self, event: VitalSamples, now: datetime) -> list[AlarmEvent]:
+        bed_id = event.bed
+        bed = self._beds.get(bed_id)
+        if bed is None:
+            bed = self._beds[bed_id] = self._new_bed(now)
         if not bed.monitoring:
             return []
-        parameter, at = sample.parameter, sample.at
-        previous = bed.readings.get(parameter)
-        if previous is not None and at < previous.at:
-            return []  # superseded by a newer reading already applied
-        found = _CLASSIFIED.get((parameter, sample.value))
-        validity, value = _classify(parameter, sample.value) if found is None else found
-        if previous is None:
-            bed.readings[parameter] = _Reading(at, value, validity)
-        else:  # readings are the bed's own: updated in place
-            previous.at, previous.value, previous.validity = at, value, validity
-        if validity is Validity.VALID:
-            bed.last_valid_at[parameter] = at
+        at = event.at
+        read = tuple(parameter for parameter, value in event.samples if _read(bed, parameter, value, at))
+        if not read:
+            return []
         plan = bed.plan or self._plan(bed)
-        return self._evaluate_bed(bed_id, bed, now, plan.sample_conditions[parameter])
+        return self._evaluate_bed(bed_id, bed, now, plan.conditions_of(read))
 
     def _configure(self, event: ConfigureBed, now: datetime) -> list[AlarmEvent]:
         names = {rule.name for rule in self.config.limit_tables.get(event.population, ())}

@@ -50,10 +50,10 @@ from tianfu.monitoring.alarms import (
     PauseAudio,
     Population,
     Tick,
-    VitalSample,
+    VitalSamples,
     condition_category,
 )
-from tianfu.monitoring.ingest.report import DeviceReport
+from tianfu.monitoring.ingest.report import DeviceReport, iso
 from tianfu.monitoring.scores import MewsResult, News2Result, QsofaResult, early_warning_scores
 from tianfu.monitoring.sepsis import OnlineFeatureExtractor, SepsisModel
 from tianfu.monitoring.settings import MonitoringSettings
@@ -103,7 +103,8 @@ PHYSIONET_COLUMNS = {
 PLACEMENT_TTL_S = 300.0
 SEEN_EVERY_S = 60.0  # how often a device's "last seen" is written
 MODEL_CHECK_S = 30.0  # how often the registry is asked which sepsis model version is active
-SNAPSHOT_EVERY_S = 10.0
+# A restarted worker resumes from the last save; saving 5,000 beds holds the event loop for about 0.1 s.
+SNAPSHOT_EVERY_S = 30.0
 _HOUR = timedelta(hours=1)
 # Reports are scored in batches gathered over this long: one wake-up per batch, not per report.
 LINGER_S = 0.01
@@ -135,19 +136,6 @@ class RecentIds:
         if len(self._order) > self._size:
             self._ids.discard(self._order.popleft())
         return True
-
-
-_ISO: dict[datetime, str] = {}
-
-
-def _iso(moment: datetime) -> str:
-    """``moment.isoformat()``, remembered: a report's values share a time, a ward's reports the second."""
-    text = _ISO.get(moment)
-    if text is None:
-        if len(_ISO) > 8192:
-            _ISO.clear()
-        text = _ISO[moment] = moment.isoformat()
-    return text
 
 
 @dataclass
@@ -184,6 +172,8 @@ class BedState:
     mews: MewsResult | None = None  # shown beside NEWS2; neither raises alarms
     qsofa: QsofaResult | None = None
     news2_fed: tuple[int, bool] | None = None
+    scored: tuple[News2Result, MewsResult, QsofaResult] | None = None
+    scores_shown: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(("news2", "mews", "qsofa")))
     last_stored: datetime | None = None
     shown: dict[str, list[Any]] = field(default_factory=dict)  # parameter → [value, ISO time] for stations
     recent_ids: RecentIds = field(default_factory=lambda: RecentIds(512))
@@ -375,13 +365,14 @@ class Pipeline:
         measurements = report.measurements
         has_heart_rate = "heart_rate" in [m.parameter for m in measurements]
         measured: datetime | None = None  # the newest observation of the report
-        engine, bed_id, flags = self.engine, bed.bed_id, bed.flags
+        flags = bed.flags
+        moments: dict[datetime, dict[Parameter, float]] = {}  # the alarm engine's input, by observation time
         for m in measurements:
             at = m.observed_at
             if measured is None or at > measured:
                 measured = at
             bed.latest[m.parameter] = (m.value, at)
-            bed.shown[m.parameter] = [round(m.value, 1), _iso(at)]
+            bed.shown[m.parameter] = [round(m.value, 1), iso(at)]
             parameter = TO_ENGINE.get(m.parameter)
             if parameter is None and m.parameter == "pulse_rate" and not has_heart_rate:
                 parameter = Parameter.PULSE  # no ECG: the oximeter's pulse rate stands in
@@ -395,9 +386,14 @@ class Pipeline:
             else:
                 flags[m.parameter] = validity.value
             bed.measurements[parameter] = measurement
-            outputs += engine.process(VitalSample(at, bed_id, parameter, m.value))
+            moment = moments.get(at)
+            if moment is None:
+                moment = moments[at] = {}
+            moment[parameter] = m.value
             if bed.sepsis is not None and m.parameter in PHYSIONET_COLUMNS and validity is Validity.VALID:
                 self._add_to_hour(bed, m.parameter, m.value, at)
+        for at in sorted(moments):  # one evaluation per moment, not per value
+            outputs += self.engine.process(VitalSamples(at, bed.bed_id, tuple(moments[at].items())))
         for name, (value, at) in report.charted.items():
             self._apply_charted(bed, name, value, datetime.fromisoformat(at))
         # Score as of now (or the report's own time, if a device clock runs ahead): a value charted a
@@ -416,12 +412,16 @@ class Pipeline:
 
     def _score(self, bed: BedState, now: datetime) -> list[AlarmEvent]:
         current = current_vital_set(bed.measurements.values(), now, spo2_scale=bed.spo2_scale)
-        bed.news2, bed.mews, bed.qsofa = early_warning_scores(current)
-        fed = (bed.news2.total, bed.news2.red_score)
+        scored = early_warning_scores(current)
+        if scored is not bed.scored:  # equal sets share one result: its JSON is built once
+            bed.news2, bed.mews, bed.qsofa = scored
+            bed.scored, bed.scores_shown = scored, _scores_shown(*scored)
+        score = scored[0]
+        fed = (score.total, score.red_score)
         if fed == bed.news2_fed:
             return []
         bed.news2_fed = fed
-        return self.engine.process(News2Scored(now, bed.bed_id, bed.news2.total, bed.news2.red_score))
+        return self.engine.process(News2Scored(now, bed.bed_id, score.total, score.red_score))
 
     # --- the patient's hourly record and the sepsis model ---------------------------------------------
 
@@ -896,7 +896,6 @@ class Pipeline:
             }
             for a in self.engine.active_alarms(bed.bed_id)
         ]
-        score = bed.news2.to_json() if bed.news2 else None
         state = {
             "bed_id": bed.bed_id,
             "ward_id": bed.ward_id,
@@ -906,9 +905,7 @@ class Pipeline:
             "patient": bed.patient or None,
             "vitals": dict(bed.shown),
             "flags": bed.flags,
-            "news2": score,
-            "mews": {"total": bed.mews.total, "missing": list(bed.mews.missing)} if bed.mews else None,
-            "qsofa": {"total": bed.qsofa.total, "missing": list(bed.qsofa.missing)} if bed.qsofa else None,
+            **bed.scores_shown,
             "alarms": alarms,
             "sepsis": {"risk": bed.sepsis.risk, "alarm": bed.sepsis.alarm, "top": bed.sepsis.contributions}
             if bed.sepsis and bed.sepsis.risk is not None
@@ -1132,6 +1129,14 @@ class _PendingWrites:
     @property
     def dirty(self) -> bool:
         return self.has_rows or bool(self.published or self.bed_updates)
+
+
+def _scores_shown(news2: News2Result, mews: MewsResult, qsofa: QsofaResult) -> dict[str, Any]:
+    return {
+        "news2": news2.to_json(),
+        "mews": {"total": mews.total, "missing": list(mews.missing)},
+        "qsofa": {"total": qsofa.total, "missing": list(qsofa.missing)},
+    }
 
 
 def _age(born: date) -> int:

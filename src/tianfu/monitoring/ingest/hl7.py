@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
+from typing import Any
 
 from tianfu.monitoring.ingest.codes import MDC_TO_PARAMETER, convert
 from tianfu.monitoring.ingest.report import DeviceReport, Measurement, Unmapped
@@ -69,6 +71,17 @@ def parse_timestamp(value: str) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     local = moment.astimezone(CHINA)
     return local.strftime("%Y%m%d%H%M%S") + "+0800"
+
+
+_stamp_of_second: list[Any] = [None, ""]
+
+
+def _current_stamp() -> str:
+    """The HL7 time of the current second, formatted once per second rather than once per ACK."""
+    second = int(time.time())
+    if second != _stamp_of_second[0]:
+        _stamp_of_second[:] = [second, format_timestamp(datetime.fromtimestamp(second, UTC))]
+    return str(_stamp_of_second[1])
 
 
 def _component(field: str, index: int, separator: str) -> str:
@@ -156,17 +169,13 @@ def parse_pcd01(raw: bytes, *, received_at: datetime | None = None) -> tuple[Hea
 def _read_obx(
     fields: list[str], component: str, default_time: datetime | None, report: DeviceReport, position: int
 ) -> None:
-    value_type = fields[2] if len(fields) > 2 else ""
-    if value_type != "NM":  # containers (MDS/VMD/channel rows) and non-numeric rows carry no vital sign
+    if len(fields) < 15:  # absent trailing fields are empty
+        fields = fields + [""] * (15 - len(fields))
+    if fields[2] != "NM":  # containers (MDS/VMD/channel rows) and non-numeric rows carry no vital sign
         return
-    code_field = fields[3] if len(fields) > 3 else ""
-    code_text = _component(code_field, 0, component)
-    raw_value = fields[5] if len(fields) > 5 else ""
-    unit_field = fields[6] if len(fields) > 6 else ""
-    unit_code_text = _component(unit_field, 0, component)
-    status = fields[11] if len(fields) > 11 else ""
-    if status in {"X", "D", "W"}:  # deleted, wrong, or a container
+    if fields[11] in {"X", "D", "W"}:  # deleted, wrong, or a container
         return
+    code_field, raw_value, unit_field = fields[3], fields[5], fields[6]
     try:
         value = float(raw_value)
     except ValueError as exc:
@@ -174,18 +183,20 @@ def _read_obx(
     if not math.isfinite(value):
         raise HL7Error("AE", "102", f"OBX-5 {raw_value!r} is not a finite number", f"OBX^{position}^5")
     when = default_time
-    if len(fields) > 14 and fields[14]:
+    if fields[14]:
         try:
             when = parse_timestamp(fields[14])
         except ValueError as exc:
             raise HL7Error("AE", "102", f"OBX-14: {exc}", f"OBX^{position}^14") from exc
     if when is None:
         raise HL7Error("AE", "101", "no observation time (OBX-14, OBR-7 or MSH-7)", f"OBX^{position}^14")
+    code_text = code_field.split(component, 1)[0]
     mdc = int(code_text) if code_text.isdigit() else None
     parameter = MDC_TO_PARAMETER.get(mdc) if mdc is not None else None
     if parameter is None:
         report.unmapped.append(Unmapped(code=code_field, value=raw_value, unit=unit_field))
         return
+    unit_code_text = unit_field.split(component, 1)[0]
     unit_code = int(unit_code_text) if unit_code_text.isdigit() else None
     report.measurements.append(
         Measurement(parameter, convert(parameter, value, unit_code), when, f"MDC:{mdc}")
@@ -210,7 +221,7 @@ def acknowledgement(
     def field(n: int) -> str:
         return msh[n - 1] if 0 < n - 1 < len(msh) else ""
 
-    stamp = format_timestamp(now or datetime.now(UTC))
+    stamp = format_timestamp(now) if now is not None else _current_stamp()
     control = f"TF{stamp[:14]}{next(_ack_counter):06d}"
     segments = [
         separator.join(

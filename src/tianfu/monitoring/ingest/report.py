@@ -42,10 +42,8 @@ class DeviceReport:
             "device_id": self.device_id,
             "source": self.source,
             "message_id": self.message_id,
-            "received_at": self.received_at.isoformat(),
-            "measurements": [
-                [m.parameter, m.value, m.observed_at.isoformat(), m.code] for m in self.measurements
-            ],
+            "received_at": iso(self.received_at),
+            "measurements": [[m.parameter, m.value, iso(m.observed_at), m.code] for m in self.measurements],
             "unmapped": [[u.code, u.value, u.unit] for u in self.unmapped],
             "patient_mrn": self.patient_mrn,
             "location": self.location,
@@ -54,16 +52,35 @@ class DeviceReport:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> DeviceReport:
+        times: dict[str, datetime] = {}  # a report's values usually share one time
+        measurements = []
+        for parameter, value, text, code in data["measurements"]:
+            at = times.get(text)
+            if at is None:
+                at = times[text] = datetime.fromisoformat(text)
+            measurements.append(Measurement(parameter, float(value), at, code))
         return cls(
             device_id=data["device_id"],
             source=data["source"],
             message_id=data["message_id"],
             received_at=datetime.fromisoformat(data["received_at"]),
-            measurements=[
-                Measurement(p, float(v), datetime.fromisoformat(t), c) for p, v, t, c in data["measurements"]
-            ],
+            measurements=measurements,
             unmapped=[Unmapped(c, v, u) for c, v, u in data["unmapped"]],
             patient_mrn=data.get("patient_mrn", ""),
             location=data.get("location", ""),
             charted=data.get("charted", {}),
         )
+
+
+_ISO: dict[datetime, str] = {}
+
+
+def iso(moment: datetime) -> str:
+    """``moment.isoformat()``, remembered: a report's values share a time, a ward's reports the second
+    (equal moments in other zones share the first one's text: the same instant)."""
+    text = _ISO.get(moment)
+    if text is None:
+        if len(_ISO) > 8192:
+            _ISO.clear()
+        text = _ISO[moment] = moment.isoformat()
+    return text
