@@ -249,3 +249,27 @@ async def test_batch_end_runs_before_acknowledgement(bus: EventBus) -> None:
         assert failed_batch
         assert redelivered()
     await subscription.stop()
+
+
+async def test_a_lingering_consumer_takes_a_stream_in_batches() -> None:
+    """With linger_s the in-process consumer waits for events to gather: one wake-up per batch."""
+    bus = InProcessBus()
+    await bus.start()
+    handled: list[int] = []
+    batches: list[int] = []
+
+    async def handler(event: Event) -> None:
+        handled.append(event.data["n"])
+
+    async def batch_end() -> None:
+        batches.append(len(handled) - sum(batches))
+
+    await bus.subscribe("tianfu.test.*", "lingering", handler, on_batch_end=batch_end, linger_s=0.05)
+    for n in range(200):
+        await bus.publish("tianfu.test.tick", {"n": n})
+        if n % 20 == 0:
+            await asyncio.sleep(0.001)  # a stream, not one burst
+    await _wait_for(lambda: len(handled) == 200)
+    assert handled == list(range(200))  # in order, none lost
+    assert len(batches) <= 5  # without lingering: a batch per pause of the publisher, about 10
+    await bus.close()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
 from fastapi.testclient import TestClient
+
+from tianfu.app import SERVER_GC_THRESHOLDS, create_app
+from tianfu.core.kernel import Kernel
+from tianfu.core.settings import Settings
 
 
 def test_health_and_readiness(client: TestClient) -> None:
@@ -32,3 +38,12 @@ def test_openapi_document_and_docs_page(client: TestClient) -> None:
     docs = client.get("/api/docs")
     assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
     assert "cdn" not in docs.text.lower()
+
+
+def test_the_server_collects_garbage_less_often_while_it_runs(kernel: Kernel, settings: Settings) -> None:
+    before = gc.get_threshold()
+    with TestClient(create_app(settings, kernel=kernel)):
+        assert gc.get_threshold() == SERVER_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what start-up loaded is left out of collections
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

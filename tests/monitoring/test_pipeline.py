@@ -270,3 +270,12 @@ async def test_each_closed_hour_of_sepsis_risk_is_recorded_for_the_ai_platform(
     assert recorded[0].patient_id == demo.patient("李建国").id
     assert recorded[0].input_features["HR"] == 72
     assert 0 <= recorded[0].output["risk"] <= 1
+
+
+def test_a_bed_remembers_its_last_message_ids_and_forgets_older_ones() -> None:
+    from tianfu.monitoring.pipeline import RecentIds
+
+    recent = RecentIds(3)
+    assert [recent.add(i) for i in ("a", "b", "a", "c", "d")] == [True, True, False, True, True]
+    assert recent.add("a")  # the oldest was forgotten once a fourth arrived
+    assert not recent.add("d")

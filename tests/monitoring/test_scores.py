@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tianfu.monitoring.scores import (
     NEWS2_PARAMETERS,
     RiskBand,
+    early_warning_scores,
     mews,
     news2,
     news2_band,
@@ -606,6 +607,18 @@ def test_news2_total_is_the_sum_of_subscores_within_0_to_20(vital_set: VitalSet)
     assert result.partial == bool(result.missing)
     assert set(result.missing) == {name for name, s in result.subscores.items() if s is None}
     assert json.loads(json.dumps(result.to_json()))["total"] == result.total
+
+
+@given(vital_sets)
+def test_the_monitoring_stream_gets_exactly_the_three_scores(vital_set: VitalSet) -> None:
+    scored = early_warning_scores(vital_set)
+    assert scored == (news2(vital_set), mews(vital_set), qsofa(vital_set))
+    assert early_warning_scores(VitalSet(**_fields(vital_set))) is scored  # an equal set shares the result
+
+
+def _fields(vital_set: VitalSet) -> dict[str, object]:
+    names = ("respiratory_rate", "spo2", "spo2_scale", "on_oxygen", "systolic_bp", "pulse")
+    return {name: getattr(vital_set, name) for name in (*names, "consciousness", "temperature")}
 
 
 # The middle of each numeric parameter's 0 band: further from it (on either side) is further from normal.
