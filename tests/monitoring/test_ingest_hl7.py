@@ -217,3 +217,49 @@ async def test_oversized_message_is_refused_and_the_connection_closed() -> None:
         writer.close()
     finally:
         await server.stop()
+
+
+async def test_a_report_the_bus_takes_at_once_is_acknowledged_in_the_read_and_one_it_declines_awaited() -> (
+    None
+):
+    sink = Collector()
+    taken: list[str] = []
+
+    def take(report: DeviceReport) -> bool:  # takes every other report; the rest go the awaited way
+        if int(report.message_id[1:]) % 2:
+            return False
+        taken.append(report.message_id)
+        return True
+
+    server = MllpServer(sink.report, sink.reject, take_report=take, port=0)
+    await server.start()
+    try:
+        ids = [f"M{i}" for i in range(6)]
+        answers = await _exchange(server.port, [EXAMPLE.replace("CD01-000457", i).encode() for i in ids])
+        assert [a.split(b"\r")[1] for a in answers] == [f"MSA|AA|{i}".encode() for i in ids]
+        assert taken == ids[0::2]
+        assert [r.message_id for r in sink.reports] == ids[1::2]
+    finally:
+        await server.stop()
+
+
+async def test_messages_sent_back_to_back_are_handled_and_acknowledged_in_order() -> None:
+    class Slow(Collector):
+        async def report(self, report: DeviceReport) -> None:
+            await asyncio.sleep(0.01 if report.message_id.endswith("0") else 0)
+            await super().report(report)
+
+    sink = Slow()
+    server = MllpServer(sink.report, sink.reject, port=0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        ids = [f"M{i}" for i in range(12)]
+        writer.write(b"".join(frame(EXAMPLE.replace("CD01-000457", i).encode()) for i in ids))  # one write
+        await writer.drain()
+        answers = [(await reader.readuntil(END)).split(b"\r")[1] for _ in ids]
+        assert answers == [f"MSA|AA|{i}".encode() for i in ids]
+        assert [r.message_id for r in sink.reports] == ids
+        writer.close()
+    finally:
+        await server.stop()

@@ -47,6 +47,14 @@ class Ingest:
             report_subject(report.device_id, self.settings.partitions), report.to_data(), event_id=event_id
         )
 
+    def accept_now(self, report: DeviceReport) -> bool:
+        """:meth:`accept` without waiting, where the bus allows it (in process); False: await accept."""
+        return self.kernel.bus.publish_nowait(
+            report_subject(report.device_id, self.settings.partitions),
+            report.to_data(),
+            event_id=f"{report.device_id}/{report.message_id}",
+        )
+
     async def reject(self, raw: bytes, reason: str, origin: Any) -> None:
         source = "mqtt" if isinstance(origin, dict) else "hl7-mllp"
         meta = origin if isinstance(origin, dict) else {"peer": origin}
@@ -64,7 +72,13 @@ async def start_ingest(kernel: Kernel) -> Stopper:
     ingest = Ingest(kernel, settings)
     stoppers: list[Stopper] = []
     if settings.hl7_port:
-        server = MllpServer(ingest.accept, ingest.reject, host=settings.hl7_host, port=settings.hl7_port)
+        server = MllpServer(
+            ingest.accept,
+            ingest.reject,
+            take_report=ingest.accept_now,
+            host=settings.hl7_host,
+            port=settings.hl7_port,
+        )
         await server.start()
         kernel.extensions["monitoring.mllp"] = server
         stoppers.append(server.stop)

@@ -114,6 +114,11 @@ class EventBus(ABC):
         await self.publish_event(event)
         return event
 
+    def publish_nowait(self, subject: str, data: dict[str, Any], *, event_id: str | None = None) -> bool:
+        """Publish without waiting if this bus can (True); a bus that must wait for its server says False
+        and the caller awaits :meth:`publish` instead."""
+        return False
+
     @abstractmethod
     async def subscribe(
         self,

@@ -12,8 +12,18 @@ import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from tianfu.core.bus import BatchEnd, Event, EventBus, Handler, Subscription, subject_matches
+from tianfu.core.bus import (
+    BatchEnd,
+    Event,
+    EventBus,
+    Handler,
+    Subscription,
+    new_event_id,
+    subject_matches,
+    validate_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +71,14 @@ class InProcessBus(EventBus):
         return not self._closed
 
     async def publish_event(self, event: Event) -> None:
+        self._deliver(event)
+
+    def publish_nowait(self, subject: str, data: dict[str, Any], *, event_id: str | None = None) -> bool:
+        validate_subject(subject)
+        self._deliver(Event(subject=subject, data=data, id=event_id or new_event_id()))
+        return True
+
+    def _deliver(self, event: Event) -> None:
         if self._closed:
             raise RuntimeError("event bus is closed")
         self._retained.append(event)
