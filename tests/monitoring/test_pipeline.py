@@ -270,6 +270,9 @@ async def test_each_closed_hour_of_sepsis_risk_is_recorded_for_the_ai_platform(
     assert recorded[0].patient_id == demo.patient("李建国").id
     assert recorded[0].input_features["HR"] == 72
     assert 0 <= recorded[0].output["risk"] <= 1
+    hourly = db.scalars(select(VitalSample).where(VitalSample.resolution == "hour")).all()
+    assert [(h.observed_at, h.heart_rate) for h in hourly] == [(hour, 72)]
+    assert hourly[0].sepsis_risk == recorded[0].output["risk"]
 
 
 def test_a_bed_remembers_its_last_message_ids_and_forgets_older_ones() -> None:

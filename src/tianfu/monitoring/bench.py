@@ -6,9 +6,10 @@ process then plays ``beds`` bedside monitors, each on its own MLLP connection se
 every ``1/rate`` seconds and waiting for the ACK, and one central-station client follows one ward's
 Server-Sent Events stream. Every report carries its send time (OBX-14, to the millisecond); the client
 measures, for each bed update it receives, the delay from send to visible, and separately for updates that
-show a newly raised alarm (a third of the beds alternate a systolic pressure of 200 and 120 mmHg, which
-raises and clears a medium alarm, no delay, at every other report). Server CPU and memory come from
-``/proc``; the parser comparison parses the same messages with Tianfu's reader and the ``hl7`` library.
+show a newly raised alarm (a share of the beds, a third by default, alternate a systolic pressure of 200
+and 120 mmHg, which raises and clears a medium alarm, no delay, at every other report). Server CPU and
+memory come from ``/proc``; the parser comparison parses the same messages with Tianfu's reader and the
+``hl7`` library.
 """
 
 from __future__ import annotations
@@ -293,6 +294,7 @@ def _load(
     token: str,
     ward: str,
     queue: Any,
+    alarming: float,
 ) -> None:
     until_wall = time.time() + warmup + seconds
     context = multiprocessing.get_context("spawn")
@@ -303,12 +305,16 @@ def _load(
     station.start()
     counts = {"acked": 0, "refused": 0, "late": 0}
 
+    every = round(1 / alarming) if alarming else len(devices) + 1  # the first bed of the watched ward alarms
+
     async def main() -> None:
         now = asyncio.get_running_loop().time()
         asyncio.get_running_loop().call_later(warmup, queue.put, "measuring")
         await asyncio.gather(
             *(
-                _monitor(host, port, d, 1.0 / rate, now + warmup, now + warmup + seconds, i % 3 == 0, counts)
+                _monitor(
+                    host, port, d, 1.0 / rate, now + warmup, now + warmup + seconds, i % every == 0, counts
+                )
                 for i, d in enumerate(devices)
             )
         )
@@ -357,7 +363,13 @@ def parser_comparison(messages: int = 5000) -> dict[str, int]:
 
 
 def run(
-    *, beds: int, rate: float, seconds: float, warmup: float = 10.0, postgres: str | None = None
+    *,
+    beds: int,
+    rate: float,
+    seconds: float,
+    warmup: float = 10.0,
+    postgres: str | None = None,
+    alarming: float = 1 / 3,
 ) -> dict[str, Any]:
     import uvicorn
     from sqlalchemy import select
@@ -419,7 +431,19 @@ def run(
             queue: Any = multiprocessing.get_context("spawn").Queue()
             loader = multiprocessing.get_context("spawn").Process(
                 target=_load,
-                args=("127.0.0.1", hl7_port, devices, rate, warmup, seconds, base, token, ward, queue),
+                args=(
+                    "127.0.0.1",
+                    hl7_port,
+                    devices,
+                    rate,
+                    warmup,
+                    seconds,
+                    base,
+                    token,
+                    ward,
+                    queue,
+                    alarming,
+                ),
             )
             loader.start()
             queue.get(timeout=warmup + 120)  # the monitors are connected and past the warm-up
@@ -447,6 +471,7 @@ def run(
         "seconds": seconds,
         "warmup_seconds": warmup,
         "database": "PostgreSQL" if postgres else "SQLite",
+        "alarming_share": round(alarming, 4),
         "reports_acked": counts["acked"],
         "reports_refused": counts["refused"],
         "monitors_fell_behind": counts["late"],

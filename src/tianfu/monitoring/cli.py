@@ -197,9 +197,14 @@ def bench(
     seconds: Annotated[float, typer.Option(help="How long to measure.")] = 30.0,
     warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 10.0,
     postgres: Annotated[str, typer.Option(help="Store in this PostgreSQL instead of SQLite.")] = "",
+    alarming: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of beds raising and clearing an alarm every 2 s.")
+    ] = 1 / 3,
 ) -> None:
     """Drive the full path: monitors over MLLP → pipeline → central-station stream; latency and CPU."""
     from tianfu.monitoring.bench import run
 
-    result = run(beds=beds, rate=rate, seconds=seconds, warmup=warmup, postgres=postgres or None)
+    result = run(
+        beds=beds, rate=rate, seconds=seconds, warmup=warmup, postgres=postgres or None, alarming=alarming
+    )
     sys.stdout.write(json.dumps(result) + "\n")

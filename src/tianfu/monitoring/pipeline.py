@@ -223,6 +223,7 @@ class Pipeline:
         self._episode_ids: dict[str, str] = {}  # engine episode id → stored episode id
         self._active_by_condition: dict[tuple[str, str], str] = {}  # (bed, condition) → stored episode id
         self._pending: _PendingWrites = _PendingWrites()
+        self._closed_hours: list[tuple[BedState, SepsisTracker, dict[str, float], datetime]] = []
         self._unassociated_stored: dict[str, datetime] = {}
         self._commit_lock = asyncio.Lock()  # device → when its last row was kept
         self._subscriptions: list[Subscription] = []
@@ -328,7 +329,7 @@ class Pipeline:
                 if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY_S:
                     self._pending.snapshot = self.engine.to_dict()
                     self._last_snapshot = time.monotonic()
-                if self._pending.dirty:
+                if self._pending.dirty or self._closed_hours:
                     await self.commit()
             except asyncio.CancelledError:
                 raise
@@ -367,6 +368,7 @@ class Pipeline:
         measured: datetime | None = None  # the newest observation of the report
         flags = bed.flags
         moments: dict[datetime, dict[Parameter, float]] = {}  # the alarm engine's input, by observation time
+        hourly: list[tuple[str, float, datetime]] = []  # what the hourly record for the sepsis model takes
         for m in measurements:
             at = m.observed_at
             if measured is None or at > measured:
@@ -378,7 +380,7 @@ class Pipeline:
                 parameter = Parameter.PULSE  # no ECG: the oximeter's pulse rate stands in
             if parameter is None:
                 continue
-            measurement = Measurement(parameter, m.value, at)
+            measurement = Measurement.checked(parameter, m.value, at)
             validity = measurement.validity
             if validity is Validity.VALID:
                 if flags:
@@ -390,8 +392,10 @@ class Pipeline:
             if moment is None:
                 moment = moments[at] = {}
             moment[parameter] = m.value
-            if bed.sepsis is not None and m.parameter in PHYSIONET_COLUMNS and validity is Validity.VALID:
-                self._add_to_hour(bed, m.parameter, m.value, at)
+            if validity is Validity.VALID and m.parameter in PHYSIONET_COLUMNS:
+                hourly.append((m.parameter, m.value, at))
+        if hourly and bed.sepsis is not None:
+            self._add_to_hour(bed, bed.sepsis, hourly)
         for at in sorted(moments):  # one evaluation per moment, not per value
             outputs += self.engine.process(VitalSamples(at, bed.bed_id, tuple(moments[at].items())))
         for name, (value, at) in report.charted.items():
@@ -425,27 +429,44 @@ class Pipeline:
 
     # --- the patient's hourly record and the sepsis model ---------------------------------------------
 
-    def _add_to_hour(self, bed: BedState, parameter: str, value: float, at: datetime) -> None:
-        tracker = bed.sepsis
-        assert tracker is not None
-        if tracker.hour is None or not tracker.hour <= at < tracker.hour + _HOUR:
-            hour = at.replace(minute=0, second=0, microsecond=0)
-            if tracker.hour is None:
-                tracker.hour = hour
-            elif hour > tracker.hour:
-                self._close_hour(bed, tracker)
-                tracker.hour = hour
-        total = tracker.sums.setdefault(parameter, [0.0, 0.0])
-        total[0] += value
-        total[1] += 1
+    def _add_to_hour(
+        self, bed: BedState, tracker: SepsisTracker, values: list[tuple[str, float, datetime]]
+    ) -> None:
+        for parameter, value, at in values:
+            if tracker.hour is None or not tracker.hour <= at < tracker.hour + _HOUR:
+                hour = at.replace(minute=0, second=0, microsecond=0)
+                if tracker.hour is None:
+                    tracker.hour = hour
+                elif hour > tracker.hour:
+                    self._close_hour(bed, tracker)
+                    tracker.hour = hour
+            total = tracker.sums.get(parameter)
+            if total is None:
+                total = tracker.sums[parameter] = [0.0, 0.0]
+            total[0] += value
+            total[1] += 1
 
     def _close_hour(self, bed: BedState, tracker: SepsisTracker) -> None:
         means = {p: s / n for p, (s, n) in tracker.sums.items() if n}
         tracker.sums = {}
         if not means or tracker.hour is None:
             return
-        self._score_hour(bed, tracker, means, tracker.hour)
-        self._pending.samples.append(self._sample_row(bed, means, tracker.hour, "hour", sepsis=tracker.risk))
+        # Scored at the next commit, in a worker thread: at the top of the hour every bed closes one, and
+        # scoring thousands in a row (half a millisecond each) would hold up every report for seconds.
+        self._closed_hours.append((bed, tracker, means, tracker.hour))
+
+    def _score_closed_hours(
+        self, closed: Sequence[tuple[BedState, SepsisTracker, dict[str, float], datetime]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Each closed hour's sepsis risk and hourly row (in a worker thread: a tracker is only changed
+        here and by the hour's own reports, which came before)."""
+        samples, outputs = [], []
+        for bed, tracker, means, hour in closed:
+            output = self._score_hour(bed, tracker, means, hour)
+            if output is not None:
+                outputs.append(output)
+            samples.append(self._sample_row(bed, means, hour, "hour", sepsis=tracker.risk))
+        return samples, outputs
 
     def _score_hour(
         self,
@@ -455,7 +476,9 @@ class Pipeline:
         hour: datetime,
         *,
         predict: bool = True,
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """Feed an hour to the patient's tracker; with ``predict``, score it and return the AI platform's
+        record of what the model said, and on what."""
         row: dict[str, object] = {PHYSIONET_COLUMNS[p]: v for p, v in means.items() if p in PHYSIONET_COLUMNS}
         if "HR" not in row and "pulse_rate" in means:
             row["HR"] = means["pulse_rate"]
@@ -469,7 +492,7 @@ class Pipeline:
         features = tracker.extractor.update(row)
         tracker.hours_seen += 1
         if self.model is None or not predict:
-            return
+            return None
         explanation = self.model.explain(features, top_k=4)
         tracker.risk = explanation.probability
         tracker.alarm = self.model.alarm(explanation.probability)
@@ -481,22 +504,21 @@ class Pipeline:
             }
             for c in explanation.top
         ]
-        if bed.patient_id is not None:  # the AI platform's record of what the model said, and on what
-            self._pending.model_outputs.append(
-                {
-                    "patient_id": bed.patient_id,
-                    "hour": hour,
-                    "version": self.model_version,
-                    "risk": tracker.risk,
-                    "alarm": tracker.alarm,
-                    "contributions": tracker.contributions,
-                    "inputs": {
-                        k: (None if v != v else round(float(v), 2))
-                        for k in SEPSIS_DRIFT_INPUTS
-                        if isinstance(v := row.get(k), float | int)
-                    },
-                }
-            )
+        if bed.patient_id is None:
+            return None
+        return {
+            "patient_id": bed.patient_id,
+            "hour": hour,
+            "version": self.model_version,
+            "risk": tracker.risk,
+            "alarm": tracker.alarm,
+            "contributions": tracker.contributions,
+            "inputs": {
+                k: (None if v != v else round(float(v), 2))
+                for k in SEPSIS_DRIFT_INPUTS
+                if isinstance(v := row.get(k), float | int)
+            },
+        }
 
     # --- alarms ----------------------------------------------------------------------------------------
 
@@ -790,7 +812,11 @@ class Pipeline:
             for index, row in enumerate(rows):
                 means = {p: getattr(row, p) for p in PHYSIONET_COLUMNS if getattr(row, p) is not None}
                 if means:  # features need every hour; the model only the last
-                    self._score_hour(bed, tracker, means, row.observed_at, predict=index == len(rows) - 1)
+                    output = self._score_hour(
+                        bed, tracker, means, row.observed_at, predict=index == len(rows) - 1
+                    )
+                    if output is not None:
+                        self._pending.model_outputs.append(output)
             trackers[bed.bed_id] = tracker
         return trackers
 
@@ -941,6 +967,15 @@ class Pipeline:
 
     async def _commit(self) -> None:
         self._last_commit = time.monotonic()
+        closed, self._closed_hours = self._closed_hours, []
+        if closed:
+            try:
+                samples, outputs = await asyncio.to_thread(self._score_closed_hours, closed)
+            except Exception:
+                self._closed_hours[:0] = closed  # scored at the next commit
+                raise
+            self._pending.samples += samples
+            self._pending.model_outputs += outputs
         pending, self._pending = self._pending, _PendingWrites()
         for output in pending.published:
             await self.bus.publish(f"{ALARM_SUBJECT}.{output.kind.value}", output.to_dict())
