@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Measurement:
+class Measurement(NamedTuple):  # a tuple: thousands are made a second, and tuples are made fastest
     parameter: str  # canonical key from codes.PARAMETERS
     value: float
     observed_at: datetime
