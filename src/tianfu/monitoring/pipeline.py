@@ -4,10 +4,10 @@ One pipeline serves a set of bus partitions (all of them in ``tianfu serve``; a 
 ``tianfu worker`` processes). Per report it finds the bed and patient, updates the bed's current vital
 signs, scores NEWS2, feeds the alarm engine, and publishes the bed's new state for central stations.
 Writes are buffered and committed together at the end of each bus batch, before the batch is
-acknowledged: what is acknowledged is stored, so a worker that dies loses nothing, and a report that comes
-again is recognised by its message id. The alarm engine's state is saved every few seconds; an alarm the
-database already shows as active is never raised a second time, even by a worker that restarted from an
-older save.
+acknowledged (in process, where nothing is acknowledged, at most every COMMIT_EVERY_S): what is
+acknowledged is stored, so a worker that dies loses nothing, and a report that comes again is recognised by
+its message id. The alarm engine's state is saved every half minute; an alarm the database already shows
+as active is never raised a second time, even by a worker that restarted from an older save.
 """
 
 from __future__ import annotations
@@ -380,7 +380,7 @@ class Pipeline:
                 parameter = Parameter.PULSE  # no ECG: the oximeter's pulse rate stands in
             if parameter is None:
                 continue
-            measurement = Measurement.checked(parameter, m.value, at)
+            measurement = Measurement.trusted(parameter, m.value, at)
             validity = measurement.validity
             if validity is Validity.VALID:
                 if flags:

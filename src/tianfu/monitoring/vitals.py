@@ -245,8 +245,8 @@ class Measurement:
         _require_aware("observed_at", self.observed_at)
 
     @classmethod
-    def checked(cls, parameter: Parameter, value: MeasuredValue, observed_at: datetime) -> Measurement:
-        """A measurement of arguments already checked (a member, an aware time): a device stream's hot
+    def trusted(cls, parameter: Parameter, value: MeasuredValue, observed_at: datetime) -> Measurement:
+        """A measurement of arguments the caller has checked (a member, an aware time): a device stream's hot
         path, without the checks of the constructor."""
         measurement = object.__new__(cls)
         measurement.__dict__.update(parameter=parameter, value=value, observed_at=observed_at)
