@@ -286,7 +286,7 @@ def bench_monitoring() -> None:
     runs = [(beds, 1 / 3) for beds in MONITORING_BEDS] + [(beds, 0.01) for beds in MONITORING_CALM_BEDS]
     for beds, alarming in runs:
         r = _tianfu_json(
-            "bench", "monitoring", "--beds", str(beds), "--seconds", "30", "--warmup", "10",
+            "bench", "monitoring", "--beds", str(beds), "--seconds", "30", "--warmup", "30",
             "--alarming", str(alarming),
         )  # fmt: skip
         update, alarm = r["update_latency_ms"], r["alarm_latency_ms"]

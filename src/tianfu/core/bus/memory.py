@@ -26,6 +26,7 @@ from tianfu.core.bus import (
 )
 
 log = logging.getLogger(__name__)
+YIELD_EVERY_S = 0.02  # the longest a consumer works through a backlog before letting the loop run others
 
 
 @dataclass
@@ -122,8 +123,17 @@ class InProcessBus(EventBus):
                 await consumer.task
 
     async def _run(self, consumer: _Consumer) -> None:
+        loop = asyncio.get_running_loop()
+        turn_ends = 0.0
         while True:
-            event = await consumer.queue.get()
+            if consumer.queue.empty():
+                event = await consumer.queue.get()
+                turn_ends = loop.time() + YIELD_EVERY_S
+            else:  # a backlog: handled in turns, so that sockets and other consumers are served between them
+                if loop.time() > turn_ends:
+                    await asyncio.sleep(0)
+                    turn_ends = loop.time() + YIELD_EVERY_S
+                event = consumer.queue.get_nowait()
             delivery = 0
             while True:
                 delivery += 1
