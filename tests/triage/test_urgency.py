@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tianfu.monitoring.scores import mews
@@ -463,7 +463,8 @@ def _oracle_holds(condition: Mapping[str, Any], value: float | str) -> bool:
 
 
 def _oracle_levels(vitals: VitalSigns, pain: int | None, age: float | None) -> dict[str, Level | None]:
-    """The vital-sign, MEWS and pain levels, straight from the JSON file (independent of the module)."""
+    """The vital-sign, MEWS, pain and measured red-flag levels, straight from the JSON file (independent of
+    the module)."""
     population = "paediatric" if age is not None and age < RAW_RULES["adult_min_age_years"] else "adult"
     observed: dict[str, float | str] = {}
     for name in ("heart_rate", "systolic_bp", "spo2", "respiratory_rate"):
@@ -490,7 +491,16 @@ def _oracle_levels(vitals: VitalSigns, pain: int | None, age: float | None) -> d
         ).total
     if pain is not None:
         observed["pain_score"] = pain
-    levels: dict[str, Level | None] = {"vital": None, "mews": None, "pain": None}
+    levels: dict[str, Level | None] = {"vital": None, "mews": None, "pain": None, "red_flag": None}
+    for flag in RAW_RULES["red_flags"]:  # red flags a measurement raises by itself (fever in a young infant)
+        value = observed.get(flag["vital"]["parameter"]) if "vital" in flag else None
+        if value is None or age is None or age >= flag.get("max_age_years", float("inf")):
+            continue
+        if _oracle_holds(flag["vital"], value):
+            current = levels["red_flag"]
+            levels["red_flag"] = (
+                Level(flag["level"]) if current is None else min(current, Level(flag["level"]))
+            )
     for rule in RAW_RULES["rules"]:
         parameter = rule["condition"]["parameter"]
         value = observed.get(parameter)
@@ -526,6 +536,7 @@ pains = _optional(st.integers(0, 10))
 
 @settings(max_examples=300, deadline=None)
 @given(vitals=vital_signs, nurse_level=levels, model_level=levels, pain=pains, age=ages)
+@example(vitals=VitalSigns(temperature=38.0), nurse_level=None, model_level=None, pain=None, age=0.0)
 def test_final_level_is_the_most_urgent_input_and_never_below_a_rule(
     vitals: VitalSigns,
     nurse_level: Level | None,
