@@ -305,7 +305,7 @@ def _load(
     station.start()
     counts = {"acked": 0, "refused": 0, "late": 0}
 
-    every = round(1 / alarming) if alarming else len(devices) + 1  # the first bed of the watched ward alarms
+    every = round(1 / alarming) if alarming else 0  # beds 0, every, 2·every… alarm (0 is in the watched ward)
 
     async def main() -> None:
         now = asyncio.get_running_loop().time()
@@ -313,7 +313,14 @@ def _load(
         await asyncio.gather(
             *(
                 _monitor(
-                    host, port, d, 1.0 / rate, now + warmup, now + warmup + seconds, i % every == 0, counts
+                    host,
+                    port,
+                    d,
+                    1.0 / rate,
+                    now + warmup,
+                    now + warmup + seconds,
+                    bool(every) and i % every == 0,
+                    counts,
                 )
                 for i, d in enumerate(devices)
             )
