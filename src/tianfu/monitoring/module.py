@@ -40,20 +40,19 @@ class Ingest:
         self.settings = settings
 
     async def accept(self, report: DeviceReport) -> None:
-        # The event id is the sender's message id: a monitor that resends a message after a lost ACK
-        # produces the same event, which JetStream stores once and the pipeline skips.
-        event_id = f"{report.device_id}/{report.message_id}"
-        await self.kernel.bus.publish(
-            report_subject(report.device_id, self.settings.partitions), report.to_data(), event_id=event_id
-        )
+        subject, data, event_id = self._event(report)
+        await self.kernel.bus.publish(subject, data, event_id=event_id)
 
     def accept_now(self, report: DeviceReport) -> bool:
         """:meth:`accept` without waiting, where the bus allows it (in process); False: await accept."""
-        return self.kernel.bus.publish_nowait(
-            report_subject(report.device_id, self.settings.partitions),
-            report.to_data(),
-            event_id=f"{report.device_id}/{report.message_id}",
-        )
+        subject, data, event_id = self._event(report)
+        return self.kernel.bus.publish_nowait(subject, data, event_id=event_id)
+
+    def _event(self, report: DeviceReport) -> tuple[str, dict[str, Any], str]:
+        # The event id is the sender's message id: a monitor that resends a message after a lost ACK
+        # produces the same event, which JetStream stores once and the pipeline skips.
+        subject = report_subject(report.device_id, self.settings.partitions)
+        return subject, report.to_data(), f"{report.device_id}/{report.message_id}"
 
     async def reject(self, raw: bytes, reason: str, origin: Any) -> None:
         source = "mqtt" if isinstance(origin, dict) else "hl7-mllp"

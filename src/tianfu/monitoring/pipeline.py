@@ -172,7 +172,6 @@ class BedState:
     mews: MewsResult | None = None  # shown beside NEWS2; neither raises alarms
     qsofa: QsofaResult | None = None
     news2_fed: tuple[int, bool] | None = None
-    scored: tuple[News2Result, MewsResult, QsofaResult] | None = None
     scores_shown: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(("news2", "mews", "qsofa")))
     last_stored: datetime | None = None
     shown: dict[str, list[Any]] = field(default_factory=dict)  # parameter → [value, ISO time] for stations
@@ -417,9 +416,9 @@ class Pipeline:
     def _score(self, bed: BedState, now: datetime) -> list[AlarmEvent]:
         current = current_vital_set(bed.measurements.values(), now, spo2_scale=bed.spo2_scale)
         scored = early_warning_scores(current)
-        if scored is not bed.scored:  # equal sets share one result: its JSON is built once
+        if scored[0] is not bed.news2:  # equal sets share one result: its JSON is built once
             bed.news2, bed.mews, bed.qsofa = scored
-            bed.scored, bed.scores_shown = scored, _scores_shown(*scored)
+            bed.scores_shown = _scores_shown(*scored)
         score = scored[0]
         fed = (score.total, score.red_score)
         if fed == bed.news2_fed:

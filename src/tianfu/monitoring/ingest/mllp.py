@@ -108,10 +108,8 @@ class MllpServer:
         if self.take_report is not None:
             try:
                 taken = self.take_report(report)
-            except Exception as exc:  # the bus did not take it: the sender must retry, so say AE
-                log.exception("could not accept a report from %s", connection.peer)
-                retry = HL7Error("AE", "207", f"not accepted now, retry: {exc}")
-                return self._refuse(connection, message, retry, keep=False)
+            except Exception as exc:
+                return self._retry_later(connection, message, exc)
             if taken:
                 self.stats.accepted += 1
                 connection.send(frame(acknowledgement(message, "AA")))
@@ -121,13 +119,17 @@ class MllpServer:
     async def _accept(self, connection: _Connection, message: bytes, report: DeviceReport) -> None:
         try:
             await self.on_report(report)
-        except Exception as exc:  # the bus did not take it: the sender must retry, so say AE
-            log.exception("could not accept a report from %s", connection.peer)
-            retry = HL7Error("AE", "207", f"not accepted now, retry: {exc}")
-            await self._refuse(connection, message, retry, keep=False)
+        except Exception as exc:
+            await self._retry_later(connection, message, exc)
             return
         self.stats.accepted += 1
         connection.send(frame(acknowledgement(message, "AA")))
+
+    def _retry_later(self, connection: _Connection, message: bytes, exc: Exception) -> Awaitable[None]:
+        """The bus did not take the report: AE, so that the sender retries; not a dead letter."""
+        log.exception("could not accept a report from %s", connection.peer, exc_info=exc)
+        retry = HL7Error("AE", "207", f"not accepted now, retry: {exc}")
+        return self._refuse(connection, message, retry, keep=False)
 
     async def _refuse(
         self,
