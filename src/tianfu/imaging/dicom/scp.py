@@ -172,7 +172,13 @@ class TianfuScp:
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
-        self._server = ae.start_server((self.host, self._port), block=False, evt_handlers=handlers)
+        server = ae.start_server((self.host, self._port), block=False, evt_handlers=handlers)
+        assert server is not None  # not blocking: the server is returned
+        # pynetdicom's server runs a full gc.collect() every 30 s for its association threads; in a server
+        # that also holds thousands of beds' state, that stopped every thread (the central station's too)
+        # for half a second. The interpreter's own collector frees the associations as well.
+        server.service_actions = lambda: None  # type: ignore[method-assign]
+        self._server = server
         log.info("DICOM SCP %s listening on %s:%s", self.ae_title, self.host, self.port)
         return self.port
 
