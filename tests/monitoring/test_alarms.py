@@ -723,6 +723,23 @@ def test_a_snapshot_resumes_exactly_where_the_engine_was() -> None:
         assert engine.to_dict() == reference.to_dict()
 
 
+def test_a_snapshot_taken_bed_by_bed_keeps_each_bed_as_it_was_when_taken() -> None:
+    """The pipeline saves thousands of beds a few hundred at a time, between reports."""
+    events = scenario()
+    engine = AlarmEngine()
+    for event in events[:201]:
+        engine.process(event)
+    b1_then = engine.to_dict()["beds"]["b1"]
+    taken = engine.beds_to_dict(["b1", "gone"])  # a bed no longer there is skipped
+    assert set(taken) == {"b1"}
+    for event in events[201:401]:
+        engine.process(event)
+    snapshot = json.loads(json.dumps(engine.to_dict(taken)))
+    assert snapshot["beds"]["b1"] == b1_then != engine.to_dict()["beds"]["b1"]
+    assert snapshot["beds"]["b2"] == engine.to_dict()["beds"]["b2"]  # taken at the end
+    assert AlarmEngine.from_dict(snapshot).to_dict() == snapshot
+
+
 def test_a_snapshot_of_another_version_is_refused() -> None:
     data = AlarmEngine().to_dict()
     data["version"] = 99

@@ -362,7 +362,9 @@ def _mllp_exchange(port: int, message: str) -> str:
     return answer[1:-2].decode()
 
 
+@pytest.mark.parametrize("hl7_processes", [0, 1], ids=["in-process", "listener-process"])
 def test_a_monitor_over_mllp_reaches_the_central_station_and_bad_messages_the_dead_letters(
+    hl7_processes: int,
     kernel: Kernel,
     settings: Settings,
     demo: Demo,
@@ -370,7 +372,8 @@ def test_a_monitor_over_mllp_reaches_the_central_station_and_bad_messages_the_de
     token_for: Login,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The whole embedded path as `tianfu serve` runs it: MLLP listener → bus → pipeline → live ward view."""
+    """The whole embedded path as `tianfu serve` runs it: MLLP listener (in the server, or in a child process
+    with TIANFU_HL7_PROCESSES) → bus → pipeline → live ward view."""
     import socket
 
     from tianfu.monitoring.settings import get_monitoring_settings
@@ -380,6 +383,7 @@ def test_a_monitor_over_mllp_reaches_the_central_station_and_bad_messages_the_de
         port = probe.getsockname()[1]
     monkeypatch.setenv("TIANFU_HL7_PORT", str(port))
     monkeypatch.setenv("TIANFU_DEMO_FEED", "false")
+    monkeypatch.setenv("TIANFU_HL7_PROCESSES", str(hl7_processes))
     get_monitoring_settings.cache_clear()
     bed = demo.bed("CARD1-01")
     db.add(
@@ -407,7 +411,14 @@ def test_a_monitor_over_mllp_reaches_the_central_station_and_bad_messages_the_de
             refused = _mllp_exchange(port, "MSH|^~\\&|MONITOR|ICU|TIANFU|T|20261127||ADT^A01|C2|P|2.6\r")
             assert "MSA|AR|C2" in refused
             assert "ERR|" in refused
-            letters = client.get("/api/v1/dead-letters", headers=token_for("admin")).json()["items"]
-            assert any(letter["source"] == "hl7-mllp" and "ADT^A01" in letter["reason"] for letter in letters)
+            deadline = time.monotonic() + 10
+            kept = False
+            while time.monotonic() < deadline and not kept:  # a listener process relays it to the server
+                letters = client.get("/api/v1/dead-letters", headers=token_for("admin")).json()["items"]
+                kept = any(
+                    letter["source"] == "hl7-mllp" and "ADT^A01" in letter["reason"] for letter in letters
+                )
+                time.sleep(0.05)
+            assert kept
     finally:
         get_monitoring_settings.cache_clear()

@@ -146,7 +146,10 @@ def test_central_station_shows_replayed_patients_live(
     assert toggle.get_attribute("aria-pressed") == "true"
     page.screenshot(path=str(SCREENSHOTS / "central-station.png"), full_page=True)
 
-    # Acknowledge the first unacknowledged alarm, if the replay raised one.
+    # Acknowledge the first unacknowledged alarm, if the replay raised one; once the replay has ended, so
+    # that the alarm clicked is not one that cleared a moment ago (which is gone, and has nothing to show).
+    feeder.join(timeout=20)
+    page.wait_for_timeout(1000)
     buttons = page.locator("#alarm-list button")
     if buttons.count():
         buttons.first.click()
@@ -158,4 +161,3 @@ def test_central_station_shows_replayed_patients_live(
     assert page.locator("h2", has_text="趋势").count() == 1
     assert page.locator("h2", has_text="报警历史").count() == 1
     page.screenshot(path=str(SCREENSHOTS / "monitoring-patient.png"), full_page=True)
-    feeder.join(timeout=20)

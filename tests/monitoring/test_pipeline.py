@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.conftest import Demo
 from tests.core.test_bus import _wait_for
 from tianfu.core.bus import Event
 from tianfu.core.kernel import Kernel
-from tianfu.monitoring.ingest.report import DeviceReport, Measurement
-from tianfu.monitoring.pipeline import Pipeline, report_subject
+from tianfu.monitoring.ingest.report import DeviceReport, Measurement, report_subject
+from tianfu.monitoring.pipeline import Pipeline
 from tianfu.monitoring.settings import MonitoringSettings
 from tianfu.monitoring.tables import AlarmEpisode, AlarmEvent, MonitoringDevice, VitalSample
 
@@ -64,7 +66,7 @@ async def test_report_becomes_live_state_and_a_stored_sample(
     seen: list[dict] = []
 
     async def watch(event: Event) -> None:
-        seen.append(event.data)
+        seen.extend(event.data["beds"])
 
     await kernel.bus.subscribe("tianfu.monitoring.bed.>", "watch", watch)
     now = datetime.now(UTC)
@@ -133,7 +135,7 @@ async def test_sustained_low_spo2_raises_one_alarm_and_acknowledgement_is_record
 
 
 def _partition(device: str) -> int:
-    from tianfu.monitoring.pipeline import partition_of
+    from tianfu.monitoring.ingest.report import partition_of
 
     return partition_of(device, SETTINGS.partitions)
 
@@ -164,11 +166,17 @@ async def test_samples_are_stored_once_per_interval(pipeline: Pipeline, kernel: 
         await send(kernel, report(NORMAL, start + timedelta(seconds=second)))
     await _wait_for(lambda: pipeline.processed >= 36)
     await pipeline.commit()
-    stored = db.scalar(
-        select(func.count()).select_from(VitalSample).where(VitalSample.resolution == "minute")
-    )
+    stored = db.scalars(
+        select(VitalSample.observed_at).where(VitalSample.resolution == "minute").order_by("observed_at")
+    ).all()
     db.commit()
-    assert stored == 3  # one per 60 s of data
+    # The first report's row at once; the next at the bed's own moment of the minute (so that beds started
+    # together do not all write in the same second), then one per 60 s of data.
+    assert stored[0] == start
+    assert 0 < (stored[1] - stored[0]).total_seconds() <= 60
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(stored[1:])]
+    assert gaps == [60.0] * (len(stored) - 2)
+    assert len(stored) in (3, 4)
 
 
 async def test_an_episode_raised_and_ended_within_one_commit_is_stored_as_if_committed_event_by_event(
@@ -282,3 +290,25 @@ def test_a_bed_remembers_its_last_message_ids_and_forgets_older_ones() -> None:
     assert [recent.add(i) for i in ("a", "b", "a", "c", "d")] == [True, True, False, True, True]
     assert recent.add("a")  # the oldest was forgotten once a fourth arrived
     assert not recent.add("d")
+
+
+async def test_placements_are_checked_against_the_database_in_one_query(
+    pipeline: Pipeline, kernel: Kernel, demo: Demo, db: Session
+) -> None:
+    """A missed announcement of a device moving misleads only until the periodic check, which renews the
+    placements the database confirms without a lookup per device."""
+    await send(kernel, report(NORMAL, datetime.now(UTC)))
+    await _wait_for(lambda: pipeline.processed >= 1)
+    placed = pipeline._placements["MON-1"]
+    placed.fetched -= 100
+    await pipeline.refresh_placements()
+    assert pipeline._placements["MON-1"] is placed
+    assert time.monotonic() - placed.fetched < 5  # renewed
+    device = db.scalars(select(MonitoringDevice).where(MonitoringDevice.identifier == "MON-1")).one()
+    device.bed_id = demo.bed("CARD1-02").id  # moved, and nobody said so on the bus
+    db.commit()
+    await pipeline.refresh_placements()
+    assert "MON-1" not in pipeline._placements  # looked up afresh at its next report
+    await send(kernel, report(NORMAL, datetime.now(UTC), message="after-move"))
+    await _wait_for(lambda: pipeline.processed >= 2)
+    assert pipeline._placements["MON-1"].bed_id == demo.bed("CARD1-02").id

@@ -26,8 +26,7 @@ from tianfu.core.kernel import Kernel
 from tianfu.core.migrate import upgrade
 from tianfu.core.patients.models import Encounter
 from tianfu.demo import seed
-from tianfu.monitoring.ingest.report import DeviceReport, Measurement
-from tianfu.monitoring.pipeline import partition_of, report_subject
+from tianfu.monitoring.ingest.report import DeviceReport, Measurement, partition_of, report_subject
 from tianfu.monitoring.tables import AlarmEpisode, AlarmEvent, MonitoringDevice, VitalSample
 
 PARTITIONS = 2

@@ -865,15 +865,31 @@ class AlarmEngine:
         alarms.sort(key=lambda a: (-a.priority.rank, a.raised_at, a.episode_id))
         return alarms
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, taken: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """JSON-ready snapshot of the whole state (not the configuration, which is deployment code).
 
+        ``taken``: beds already saved with :meth:`beds_to_dict`, earlier, between inputs; the other beds
+        are saved now, and beds no longer monitored are left out. Beds share no state (episode ids are
+        per bed), so a snapshot taken a few hundred beds at a time restores each bed as it was when taken.
+
         Due times and indexes are derived state, not saved (:meth:`from_dict` rebuilds them)."""
+        taken = taken or {}
         return {
             "version": SNAPSHOT_VERSION,
             "clock": _iso(self._clock),
-            "beds": {bed_id: bed.to_dict() for bed_id, bed in self._beds.items()},
+            "beds": {
+                bed_id: taken[bed_id] if bed_id in taken else bed.to_dict()
+                for bed_id, bed in self._beds.items()
+            },
         }
+
+    def bed_ids(self) -> list[str]:
+        return list(self._beds)
+
+    def beds_to_dict(self, bed_ids: Iterable[str]) -> dict[str, Any]:
+        """These beds' part of :meth:`to_dict` (beds no longer known are skipped)."""
+        beds = self._beds
+        return {bed_id: beds[bed_id].to_dict() for bed_id in bed_ids if bed_id in beds}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], config: AlarmConfig | None = None) -> AlarmEngine:

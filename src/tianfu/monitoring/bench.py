@@ -335,16 +335,22 @@ def _load(
 # --- the run ---------------------------------------------------------------------------------------------
 
 
-def _proc_cpu_seconds() -> float:
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _proc_cpu_seconds(pids: list[int | str]) -> float:
+    """CPU time of the server: this process and its HL7 listener processes (not the load process)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _rss_mib(pids: list[int | str]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def parser_comparison(messages: int = 5000) -> dict[str, int]:
@@ -377,6 +383,7 @@ def run(
     warmup: float = 10.0,
     postgres: str | None = None,
     alarming: float = 1 / 3,
+    hl7_processes: int = 0,
 ) -> dict[str, Any]:
     import uvicorn
     from sqlalchemy import select
@@ -408,6 +415,7 @@ def run(
                 TIANFU_HL7_PORT=str(hl7_port),
                 TIANFU_HL7_HOST="127.0.0.1",
                 TIANFU_DEMO_FEED="false",
+                TIANFU_HL7_PROCESSES=str(hl7_processes),
             )
             from tianfu.app import create_app
             from tianfu.core.settings import Settings
@@ -454,16 +462,16 @@ def run(
             )
             loader.start()
             queue.get(timeout=warmup + 120)  # the monitors are connected and past the warm-up
-            cpu_before, wall_before = _proc_cpu_seconds(), time.perf_counter()
+            listener = kernel.extensions["monitoring.mllp"]
+            server_pids: list[int | str] = ["self", *(c.pid for c in getattr(listener, "children", []))]
+            cpu_before, wall_before = _proc_cpu_seconds(server_pids), time.perf_counter()
             result = queue.get(timeout=seconds + 120)
             wall = time.perf_counter() - wall_before
-            cpu = _proc_cpu_seconds() - cpu_before
+            cpu = _proc_cpu_seconds(server_pids) - cpu_before
             loader.join(timeout=30)
             pipeline = kernel.extensions["monitoring.pipeline"]
-            backlog = (
-                kernel.extensions["monitoring.mllp"].stats.accepted - pipeline.processed - pipeline.duplicates
-            )
-            rss = _rss_mib()
+            backlog = listener.stats.accepted - pipeline.processed - pipeline.duplicates
+            rss = _rss_mib(server_pids)
             server.should_exit = True
             thread.join(timeout=30)
         finally:
@@ -479,6 +487,7 @@ def run(
         "warmup_seconds": warmup,
         "database": "PostgreSQL" if postgres else "SQLite",
         "alarming_share": round(alarming, 4),
+        "hl7_processes": hl7_processes,
         "reports_acked": counts["acked"],
         "reports_refused": counts["refused"],
         "monitors_fell_behind": counts["late"],

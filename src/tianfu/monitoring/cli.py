@@ -200,11 +200,20 @@ def bench(
     alarming: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of beds raising and clearing an alarm every 2 s.")
     ] = 1 / 3,
+    hl7_processes: Annotated[
+        int, typer.Option(min=0, help="HL7 listener processes of the server (TIANFU_HL7_PROCESSES).")
+    ] = 0,
 ) -> None:
     """Drive the full path: monitors over MLLP → pipeline → central-station stream; latency and CPU."""
     from tianfu.monitoring.bench import run
 
     result = run(
-        beds=beds, rate=rate, seconds=seconds, warmup=warmup, postgres=postgres or None, alarming=alarming
+        beds=beds,
+        rate=rate,
+        seconds=seconds,
+        warmup=warmup,
+        postgres=postgres or None,
+        alarming=alarming,
+        hl7_processes=hl7_processes,
     )
     sys.stdout.write(json.dumps(result) + "\n")

@@ -1,9 +1,9 @@
 """The live picture of every monitored bed, kept in memory and pushed to central stations.
 
-Workers publish a bed's new state on the bus (``tianfu.monitoring.bed.<ward>``) after each report or
-alarm change; every web process keeps the latest state per bed from those events and streams changes of
-a ward to its open central-station pages (Server-Sent Events). Nothing here is stored: the database has
-the downsampled record and the alarm history.
+Workers publish the new states of a ward's beds on the bus (``tianfu.monitoring.bed.<ward>``), together,
+within a tenth of a second of a report or alarm change; every web process keeps the latest state per bed
+from those events and streams changes of a ward to its open central-station pages (Server-Sent Events).
+Nothing here is stored: the database has the downsampled record and the alarm history.
 """
 
 from __future__ import annotations
@@ -32,26 +32,32 @@ class LiveWards:
         self.beds: dict[str, dict[str, Any]] = {}  # bed id → latest state
         self._clients: set[_Client] = set()
 
-    def apply(self, state: dict[str, Any]) -> None:
-        bed_id = state["bed_id"]
-        previous = self.beds.get(bed_id)
-        if previous is not None and previous.get("seq", -1) > state.get("seq", 0):
-            return  # an older update arriving late
-        self.beds[bed_id] = state
-        message = None  # encoded once, and only if someone is watching this ward
+    def apply(self, states: list[dict[str, Any]]) -> None:
+        fresh = []
+        for state in states:
+            previous = self.beds.get(state["bed_id"])
+            if previous is not None and previous.get("seq", -1) > state.get("seq", 0):
+                continue  # an older update arriving late
+            self.beds[state["bed_id"]] = state
+            fresh.append(state)
+        messages: dict[int, str] = {}  # each state encoded once, and only if someone watches its ward
         for client in list(self._clients):
-            if client.ward_id is not None and client.ward_id != state.get("ward_id"):
-                continue
-            if message is None:
-                message = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
-            try:
-                client.queue.put_nowait(message)
-            except asyncio.QueueFull:
-                client.dropped = True
-                self._clients.discard(client)
+            for index, state in enumerate(fresh):
+                if client.ward_id is not None and client.ward_id != state.get("ward_id"):
+                    continue
+                message = messages.get(index)
+                if message is None:
+                    message = messages[index] = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
+                try:
+                    client.queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    client.dropped = True
+                    self._clients.discard(client)
+                    break
 
     async def on_event(self, event: Event) -> None:
-        self.apply(event.data)
+        """A ward's changed beds (``{"beds": [state, ...]}``)."""
+        self.apply(event.data["beds"])
 
     def ward(self, ward_id: str) -> list[dict[str, Any]]:
         return [s for s in self.beds.values() if s.get("ward_id") == ward_id]

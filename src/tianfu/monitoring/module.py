@@ -24,9 +24,10 @@ from tianfu.core.security.principal import Principal
 from tianfu.monitoring import ai, cli, views
 from tianfu.monitoring.ingest.mllp import MllpServer
 from tianfu.monitoring.ingest.mqtt import MqttIngest
+from tianfu.monitoring.ingest.processes import MllpProcesses
 from tianfu.monitoring.ingest.report import DeviceReport
 from tianfu.monitoring.live import LiveWards
-from tianfu.monitoring.pipeline import BED_SUBJECT, LINGER_S, Pipeline, report_subject
+from tianfu.monitoring.pipeline import BED_SUBJECT, LINGER_S, Pipeline
 from tianfu.monitoring.settings import MonitoringSettings, get_monitoring_settings
 
 Stopper = Callable[[], Awaitable[None]]
@@ -40,19 +41,17 @@ class Ingest:
         self.settings = settings
 
     async def accept(self, report: DeviceReport) -> None:
-        subject, data, event_id = self._event(report)
+        subject, data, event_id = report.bus_event(self.settings.partitions)
         await self.kernel.bus.publish(subject, data, event_id=event_id)
 
     def accept_now(self, report: DeviceReport) -> bool:
         """:meth:`accept` without waiting, where the bus allows it (in process); False: await accept."""
-        subject, data, event_id = self._event(report)
+        subject, data, event_id = report.bus_event(self.settings.partitions)
         return self.kernel.bus.publish_nowait(subject, data, event_id=event_id)
 
-    def _event(self, report: DeviceReport) -> tuple[str, dict[str, Any], str]:
-        # The event id is the sender's message id: a monitor that resends a message after a lost ACK
-        # produces the same event, which JetStream stores once and the pipeline skips.
-        subject = report_subject(report.device_id, self.settings.partitions)
-        return subject, report.to_data(), f"{report.device_id}/{report.message_id}"
+    def publish_now(self, subject: str, data: dict[str, Any], event_id: str) -> None:
+        """A report already made into a bus event (by a listener process), onto the in-process bus."""
+        self.kernel.bus.publish_nowait(subject, data, event_id=event_id)
 
     async def reject(self, raw: bytes, reason: str, origin: Any) -> None:
         source = "mqtt" if isinstance(origin, dict) else "hl7-mllp"
@@ -71,13 +70,29 @@ async def start_ingest(kernel: Kernel) -> Stopper:
     ingest = Ingest(kernel, settings)
     stoppers: list[Stopper] = []
     if settings.hl7_port:
-        server = MllpServer(
-            ingest.accept,
-            ingest.reject,
-            take_report=ingest.accept_now,
-            host=settings.hl7_host,
-            port=settings.hl7_port,
-        )
+        server: MllpServer | MllpProcesses
+        if settings.hl7_processes:
+            if kernel.bus.durable:
+                raise RuntimeError(
+                    "TIANFU_HL7_PROCESSES relays to the in-process bus; with JetStream, run "
+                    "`tianfu monitor listen` processes instead"
+                )
+            server = MllpProcesses(
+                ingest.publish_now,
+                ingest.reject,
+                host=settings.hl7_host,
+                port=settings.hl7_port,
+                processes=settings.hl7_processes,
+                partitions=settings.partitions,
+            )
+        else:
+            server = MllpServer(
+                ingest.accept,
+                ingest.reject,
+                take_report=ingest.accept_now,
+                host=settings.hl7_host,
+                port=settings.hl7_port,
+            )
         await server.start()
         kernel.extensions["monitoring.mllp"] = server
         stoppers.append(server.stop)

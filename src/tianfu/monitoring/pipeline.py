@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 import zlib
 from collections import deque
@@ -53,7 +54,7 @@ from tianfu.monitoring.alarms import (
     VitalSamples,
     condition_category,
 )
-from tianfu.monitoring.ingest.report import DeviceReport, iso
+from tianfu.monitoring.ingest.report import REPORT_SUBJECT, DeviceReport, iso, partition_of
 from tianfu.monitoring.scores import MewsResult, News2Result, QsofaResult, early_warning_scores
 from tianfu.monitoring.sepsis import OnlineFeatureExtractor, SepsisModel
 from tianfu.monitoring.settings import MonitoringSettings
@@ -72,7 +73,6 @@ from tianfu.monitoring.vitals import TO_ENGINE, Measurement, Parameter, Validity
 
 log = logging.getLogger(__name__)
 
-REPORT_SUBJECT = "tianfu.monitoring.report"  # .p<partition>
 COMMAND_SUBJECT = "tianfu.monitoring.command"  # .p<partition>
 BED_SUBJECT = "tianfu.monitoring.bed"  # .<ward id>: a bed's live state
 ALARM_SUBJECT = "tianfu.monitoring.alarm"  # .<event kind>
@@ -103,20 +103,13 @@ PHYSIONET_COLUMNS = {
 PLACEMENT_TTL_S = 300.0
 SEEN_EVERY_S = 60.0  # how often a device's "last seen" is written
 MODEL_CHECK_S = 30.0  # how often the registry is asked which sepsis model version is active
-# A restarted worker resumes from the last save; saving 5,000 beds holds the event loop for about 0.1 s.
-SNAPSHOT_EVERY_S = 30.0
+SNAPSHOT_EVERY_S = 30.0  # a restarted worker resumes from the last save
+SNAPSHOT_BEDS_PER_TURN = 500
 _HOUR = timedelta(hours=1)
 # Reports are scored in batches gathered over this long: one wake-up per batch, not per report.
 LINGER_S = 0.01
 COMMIT_EVERY_S = 0.2  # in-process bus: how often buffered writes are committed under load
-
-
-def partition_of(device_id: str, partitions: int) -> int:
-    return zlib.crc32(device_id.encode()) % partitions
-
-
-def report_subject(device_id: str, partitions: int) -> str:
-    return f"{REPORT_SUBJECT}.p{partition_of(device_id, partitions)}"
+BED_PUBLISH_S = 0.1  # a ward's changed beds are published together, this long after the first change
 
 
 class RecentIds:
@@ -190,7 +183,7 @@ class _Placed:
     patient_id: str | None
     encounter_id: str | None
     fetched: float
-    seen_written: float = 0.0
+    seen_written: float = -math.inf  # never
 
 
 class Pipeline:
@@ -227,10 +220,14 @@ class Pipeline:
         self._commit_lock = asyncio.Lock()  # device → when its last row was kept
         self._subscriptions: list[Subscription] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self._history_loader: asyncio.Task[None] | None = None
         self._background_commit: asyncio.Task[None] | None = None
         self._last_snapshot = time.monotonic()
         self._last_commit = 0.0
+        self._changed_beds: dict[str, BedState] = {}  # by bed id: changed since the last publication
+        self._bed_publication: asyncio.TimerHandle | None = None
+        self._publications: set[asyncio.Future[None]] = set()
         self.processed = 0
         self.duplicates = 0
 
@@ -279,6 +276,7 @@ class Pipeline:
             )
         )
         self._ticker = asyncio.create_task(self._tick_forever(), name="monitoring-tick")
+        self._refresher = asyncio.create_task(self._refresh_placements(), name="monitoring-placements")
 
     async def _follow_model(self) -> None:
         """An admin's switch of the sepsis model version (or off) reaches every worker within a minute."""
@@ -295,13 +293,15 @@ class Pipeline:
                 self.model, self.model_version = model, version
 
     async def stop(self) -> None:
-        for task in (self._ticker, self._history_loader, self._model_watch):
+        for task in (self._ticker, self._refresher, self._history_loader, self._model_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         for subscription in self._subscriptions:
             await subscription.stop()
+        self._publish_changed_beds()
+        await asyncio.gather(*self._publications)
         self._pending.snapshot = self.engine.to_dict()
         await self.commit()
 
@@ -326,7 +326,7 @@ class Pipeline:
                 outputs = self.engine.process(Tick(utcnow()))
                 self._handle_alarm_events(outputs)
                 if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY_S:
-                    self._pending.snapshot = self.engine.to_dict()
+                    self._pending.snapshot = await self._snapshot()
                     self._last_snapshot = time.monotonic()
                 if self._pending.dirty or self._closed_hours:
                     await self.commit()
@@ -334,6 +334,16 @@ class Pipeline:
                 raise
             except Exception:
                 log.exception("monitoring tick failed")
+
+    async def _snapshot(self) -> dict[str, Any]:
+        """The alarm engine's state, SNAPSHOT_BEDS_PER_TURN beds per turn of the event loop (5,000 beds at
+        once held every report up for about 0.2 s)."""
+        bed_ids = self.engine.bed_ids()
+        taken: dict[str, Any] = {}
+        for start in range(0, len(bed_ids), SNAPSHOT_BEDS_PER_TURN):
+            taken.update(self.engine.beds_to_dict(bed_ids[start : start + SNAPSHOT_BEDS_PER_TURN]))
+            await asyncio.sleep(0)
+        return self.engine.to_dict(taken)
 
     # --- reports -------------------------------------------------------------------------------------
 
@@ -405,7 +415,7 @@ class Pipeline:
         outputs += self._score(bed, now if measured is None or measured < now else measured)
         self._handle_alarm_events(outputs)
         self._maybe_store(bed, placed, report, measured or report.received_at)
-        await self._publish_bed(bed)
+        self._bed_changed(bed)
 
     def _apply_charted(self, bed: BedState, name: str, value: Any, at: datetime) -> None:
         if name == "consciousness":
@@ -536,7 +546,7 @@ class Pipeline:
         for bed_id in touched:
             bed = self.beds.get(bed_id)
             if bed is not None:
-                self._pending.bed_updates.add(bed_id)
+                self._bed_changed(bed)
 
     def _stored_episode(self, output: AlarmEvent) -> str | None:
         stored = self._episode_ids.get(output.episode_id)
@@ -570,10 +580,6 @@ class Pipeline:
         else:
             return
         self._handle_alarm_events(outputs)
-        for bed_id in list(self._pending.bed_updates):
-            bed = self.beds.get(bed_id)
-            if bed is not None:
-                await self._publish_bed(bed)
 
     async def on_patient_changed(self, event: Event) -> None:
         """Monitoring orders changed: reopen the patient's bed with the new population, limits and scale."""
@@ -600,7 +606,7 @@ class Pipeline:
             fresh.configured = True
             outputs += self._score(fresh, utcnow())
             self._handle_alarm_events(outputs)
-            await self._publish_bed(fresh)
+            self._bed_changed(fresh)
 
     async def on_device_changed(self, event: Event) -> None:
         self._placements.pop(event.data.get("identifier", ""), None)
@@ -620,8 +626,11 @@ class Pipeline:
     async def _placement(self, report: DeviceReport) -> _Placed:
         cached = self._placements.get(report.device_id)
         if cached is not None and time.monotonic() - cached.fetched < PLACEMENT_TTL_S:
-            if time.monotonic() - cached.seen_written > SEEN_EVERY_S:
-                cached.seen_written = time.monotonic()
+            now = time.monotonic()
+            if now - cached.seen_written > SEEN_EVERY_S:
+                # Written at once the first time, then at the device's own moment of the minute (_phase)
+                first = cached.seen_written == _NEVER
+                cached.seen_written = now - SEEN_EVERY_S * _phase(report.device_id) if first else now
                 self._pending.seen[cached.device_pk] = (report.received_at, report.source)
             return cached
         placed = await asyncio.to_thread(self._lookup, report)
@@ -675,47 +684,79 @@ class Pipeline:
         """Place every assigned device of this worker's partitions and open its bed, in a few queries:
         after a start or a restart, thousands of beds are back on the station within seconds."""
         with self.kernel.sessions() as session:
-            rows = session.execute(
-                select(
-                    MonitoringDevice.id,
-                    MonitoringDevice.identifier,
-                    MonitoringDevice.bed_id,
-                    Location.parent_id,
-                )
-                .join(Location, Location.id == MonitoringDevice.bed_id)
-                .where(MonitoringDevice.active.is_(True))
-            ).all()
-            mine = [
-                r for r in rows if partition_of(r.identifier, self.settings.partitions) in self.partitions
-            ]
-            stays = {
-                e.bed_id: e
-                for e in session.scalars(
-                    select(Encounter).where(
-                        Encounter.status == "in-progress",
-                        Encounter.bed_id.in_({r.bed_id for r in mine}) if len(mine) < 30_000 else true(),
-                    )
-                )
-            }
-            now = time.monotonic()
-            opening: list[tuple[_Placed, str]] = []
-            for row in mine:
-                stay = stays.get(row.bed_id)
-                placed = _Placed(
-                    row.id,
-                    row.bed_id,
-                    row.parent_id,
-                    stay.patient_id if stay else None,
-                    stay.id if stay else None,
-                    now,
-                    seen_written=now - SEEN_EVERY_S - 1,  # nothing written yet: the first report writes it
-                )
-                self._placements[row.identifier] = placed
-                opening.append((placed, row.identifier))
+            placements = self._assigned_devices(session)
+            self._placements.update(placements)
+            opening = [(placed, identifier) for identifier, placed in placements.items()]
             for index in range(0, len(opening), 500):
                 for bed in self._open_beds(session, opening[index : index + 500]):
                     self.beds[bed.bed_id] = bed
         log.info("monitoring worker %s: %d beds ready", self.snapshot_key, len(self.beds))
+
+    async def _refresh_placements(self) -> None:
+        """Check every cached placement against the database in one query, every PLACEMENT_TTL_S / 2.
+        Assignments and admissions announce themselves on the bus and clear the cache at once; this only
+        bounds how long a missed announcement could mislead, without a lookup per device on the report path
+        (at 5,000 devices, 17 a second, each holding up the reports behind it)."""
+        while True:
+            await asyncio.sleep(PLACEMENT_TTL_S / 2)
+            try:
+                await self.refresh_placements()
+            except Exception:  # the entries age; their devices are looked up one by one meanwhile
+                log.exception("could not refresh device placements")
+
+    async def refresh_placements(self) -> None:
+        """Renew the cached placements the database confirms and drop those it contradicts (looked up at the
+        device's next report); the rest (devices at no bed) age and are looked up one by one."""
+        fresh = await asyncio.to_thread(self._assigned_devices_now)
+        now = time.monotonic()
+        for identifier, cached in list(self._placements.items()):
+            placed = fresh.get(identifier)
+            if placed is None:
+                continue
+            if _where(cached) == _where(placed):
+                cached.fetched = now
+            else:
+                del self._placements[identifier]
+
+    def _assigned_devices_now(self) -> dict[str, _Placed]:
+        with self.kernel.sessions() as session:
+            return self._assigned_devices(session)
+
+    def _assigned_devices(self, session: Session) -> dict[str, _Placed]:
+        """This worker's devices that are assigned to a bed, and each bed's patient, by device identifier."""
+        rows = session.execute(
+            select(
+                MonitoringDevice.id,
+                MonitoringDevice.identifier,
+                MonitoringDevice.bed_id,
+                Location.parent_id,
+            )
+            .join(Location, Location.id == MonitoringDevice.bed_id)
+            .where(MonitoringDevice.active.is_(True))
+        ).all()
+        mine = [r for r in rows if partition_of(r.identifier, self.settings.partitions) in self.partitions]
+        stays = {
+            e.bed_id: e
+            for e in session.execute(
+                select(Encounter.bed_id, Encounter.patient_id, Encounter.id).where(
+                    Encounter.status == "in-progress",
+                    Encounter.bed_id.in_({r.bed_id for r in mine}) if len(mine) < 30_000 else true(),
+                )
+            )
+        }
+        now = time.monotonic()
+        placements = {}
+        for row in mine:
+            stay = stays.get(row.bed_id)
+            placements[row.identifier] = _Placed(
+                row.id,
+                row.bed_id,
+                row.parent_id,
+                stay.patient_id if stay else None,
+                stay.id if stay else None,
+                fetched=now,
+            )
+        return placements
 
     def _open_beds(self, session: Session, placements: Sequence[tuple[_Placed, str]]) -> list[BedState]:
         """The live state of each bed: its patient, monitoring orders, charted observations, and the last
@@ -842,7 +883,10 @@ class Pipeline:
             and abs((measured - bed.last_stored).total_seconds()) < self.settings.sample_interval_s
         ):
             return
+        first = bed.last_stored is None
         bed.last_stored = measured
+        if first:  # the next rows at the bed's own moment of the interval (see _phase)
+            bed.last_stored -= timedelta(seconds=self.settings.sample_interval_s * _phase(bed.bed_id))
         values = {p: v for p, (v, _) in bed.latest.items() if p in STORED_PARAMETERS}
         row = self._sample_row(
             bed,
@@ -904,9 +948,39 @@ class Pipeline:
         )
         self._pending.samples.append(row)
 
-    async def _publish_bed(self, bed: BedState) -> None:
+    def _bed_changed(self, bed: BedState) -> None:
+        """Publish the bed's new state with the other changes of its ward, within BED_PUBLISH_S."""
         bed.seq += 1
-        self._pending.bed_updates.discard(bed.bed_id)
+        self._changed_beds[bed.bed_id] = bed
+        if self._bed_publication is None:
+            loop = asyncio.get_running_loop()
+            self._bed_publication = loop.call_later(BED_PUBLISH_S, self._publish_changed_beds)
+
+    def _publish_changed_beds(self) -> None:
+        """One event per ward with its beds' new states: at thousands of reports a second, one event per
+        report cost the bus and the central stations' live view more than the scoring."""
+        if self._bed_publication is not None:
+            self._bed_publication.cancel()
+            self._bed_publication = None
+        changed, self._changed_beds = self._changed_beds, {}
+        wards: dict[str, list[dict[str, Any]]] = {}
+        updated_at = utcnow().isoformat()
+        for bed in changed.values():
+            wards.setdefault(bed.ward_id or "none", []).append(self._bed_state(bed, updated_at))
+        for ward, states in wards.items():
+            subject, data = f"{BED_SUBJECT}.{ward}", {"beds": states}
+            if not self.bus.publish_nowait(subject, data):
+                publication = asyncio.ensure_future(self._publish(subject, data))
+                self._publications.add(publication)
+                publication.add_done_callback(self._publications.discard)
+
+    async def _publish(self, subject: str, data: dict[str, Any]) -> None:
+        try:
+            await self.bus.publish(subject, data)
+        except Exception:  # the next change of these beds shows them again
+            log.exception("could not publish bed states on %s", subject)
+
+    def _bed_state(self, bed: BedState, updated_at: str) -> dict[str, Any]:
         alarms = [
             {
                 "id": self._episode_ids.get(a.episode_id, a.episode_id),
@@ -921,7 +995,7 @@ class Pipeline:
             }
             for a in self.engine.active_alarms(bed.bed_id)
         ]
-        state = {
+        return {
             "bed_id": bed.bed_id,
             "ward_id": bed.ward_id,
             "bed_name": bed.bed_name,
@@ -929,15 +1003,14 @@ class Pipeline:
             "device": bed.device_identifier,
             "patient": bed.patient or None,
             "vitals": dict(bed.shown),
-            "flags": bed.flags,
+            "flags": dict(bed.flags),
             **bed.scores_shown,
             "alarms": alarms,
             "sepsis": {"risk": bed.sepsis.risk, "alarm": bed.sepsis.alarm, "top": bed.sepsis.contributions}
             if bed.sepsis and bed.sepsis.risk is not None
             else None,
-            "updated_at": utcnow().isoformat(),
+            "updated_at": updated_at,
         }
-        await self.bus.publish(f"{BED_SUBJECT}.{bed.ward_id or 'none'}", state)
 
     # --- committing ------------------------------------------------------------------------------------
 
@@ -978,10 +1051,6 @@ class Pipeline:
         pending, self._pending = self._pending, _PendingWrites()
         for output in pending.published:
             await self.bus.publish(f"{ALARM_SUBJECT}.{output.kind.value}", output.to_dict())
-        for bed_id in pending.bed_updates:
-            bed = self.beds.get(bed_id)
-            if bed is not None:
-                await self._publish_bed(bed)
         if pending.has_rows:
             try:
                 await asyncio.to_thread(self._write, pending)
@@ -1150,7 +1219,6 @@ class _PendingWrites:
     events: list[tuple[str, AlarmEvent]] = field(default_factory=list)
     published: list[AlarmEvent] = field(default_factory=list)
     seen: dict[str, tuple[datetime, str]] = field(default_factory=dict)
-    bed_updates: set[str] = field(default_factory=set)
     snapshot: dict[str, Any] | None = None
     model_outputs: list[dict[str, Any]] = field(default_factory=list)  # hourly sepsis risks
 
@@ -1162,7 +1230,7 @@ class _PendingWrites:
 
     @property
     def dirty(self) -> bool:
-        return self.has_rows or bool(self.published or self.bed_updates)
+        return self.has_rows or bool(self.published)
 
 
 def _scores_shown(news2: News2Result, mews: MewsResult, qsofa: QsofaResult) -> dict[str, Any]:
@@ -1171,6 +1239,19 @@ def _scores_shown(news2: News2Result, mews: MewsResult, qsofa: QsofaResult) -> d
         "mews": {"total": mews.total, "missing": list(mews.missing)},
         "qsofa": {"total": qsofa.total, "missing": list(qsofa.missing)},
     }
+
+
+_NEVER = -math.inf
+
+
+def _where(placed: _Placed) -> tuple[str | None, ...]:
+    return placed.device_pk, placed.bed_id, placed.ward_id, placed.patient_id, placed.encounter_id
+
+
+def _phase(key: str) -> float:
+    """A fixed fraction in [0, 1) per key, to spread periodic work: beds and devices that started together
+    (all of them, after a restart) would otherwise store, write or look up in the same second, every time."""
+    return zlib.crc32(key.encode()) / 2**32
 
 
 def _age(born: date) -> int:

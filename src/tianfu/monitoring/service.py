@@ -21,8 +21,8 @@ from tianfu.core.patients.models import Encounter, Location, Patient
 from tianfu.core.patients.service import require_access
 from tianfu.core.security.permissions import Role
 from tianfu.core.security.principal import Principal
-from tianfu.monitoring.ingest.report import DeviceReport
-from tianfu.monitoring.pipeline import COMMAND_SUBJECT, partition_of, report_subject
+from tianfu.monitoring.ingest.report import DeviceReport, partition_of, report_subject
+from tianfu.monitoring.pipeline import COMMAND_SUBJECT
 from tianfu.monitoring.tables import (
     AlarmEpisode,
     AlarmEvent,

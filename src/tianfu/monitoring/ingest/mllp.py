@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -49,6 +50,7 @@ class MllpServer:
         port: int = 2575,
         max_message_bytes: int = 1_048_576,
         idle_timeout_s: float = 300.0,
+        sock: socket.socket | None = None,
     ) -> None:
         self.on_report = on_report
         self.on_reject = on_reject
@@ -57,6 +59,7 @@ class MllpServer:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.idle_timeout_s = idle_timeout_s
+        self.sock = sock  # a listening socket to serve instead of binding host:port (listener processes)
         self.stats = MllpStats()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -65,8 +68,13 @@ class MllpServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port, backlog=1024)
-        if self.port == 0:
+        if self.sock is not None:
+            self._server = await loop.create_server(lambda: _Connection(self), sock=self.sock, backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.host, self.port, backlog=1024
+            )
+        if self.port == 0 or self.sock is not None:
             self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._close_idle(), name="mllp-idle")
         log.info("MLLP listening on %s:%s", self.host, self.port)

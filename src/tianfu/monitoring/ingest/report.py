@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
+
+REPORT_SUBJECT = "tianfu.monitoring.report"  # .p<partition>
+
+
+def partition_of(device_id: str, partitions: int) -> int:
+    return zlib.crc32(device_id.encode()) % partitions
+
+
+def report_subject(device_id: str, partitions: int) -> str:
+    return f"{REPORT_SUBJECT}.p{partition_of(device_id, partitions)}"
 
 
 class Measurement(NamedTuple):  # a tuple: thousands are made a second, and tuples are made fastest
@@ -48,6 +59,13 @@ class DeviceReport:
             "location": self.location,
             "charted": self.charted,
         }
+
+    def bus_event(self, partitions: int) -> tuple[str, dict[str, Any], str]:
+        """Subject, data and event id of this report on the bus. The event id is the sender's message id: a
+        monitor that resends a message after a lost ACK produces the same event, which JetStream stores
+        once and the pipeline skips."""
+        subject = report_subject(self.device_id, partitions)
+        return subject, self.to_data(), f"{self.device_id}/{self.message_id}"
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> DeviceReport:
