@@ -259,8 +259,16 @@ def bench_outbox(kernel: Kernel, backend: str) -> None:
 
 # --- monitoring --------------------------------------------------------------------------------------
 
-MONITORING_BEDS = [int(n) for n in os.environ.get("TIANFU_BENCH_BEDS", "250,500,750,1000").split(",")]
-MONITORING_CALM_BEDS = [int(n) for n in os.environ.get("TIANFU_BENCH_CALM_BEDS", "").split(",") if n]
+
+def _beds(variable: str, default: str) -> list[int]:
+    return [int(n) for n in os.environ.get(variable, default).split(",") if n]
+
+
+# The server as a 2-core hospital server would run it: TIANFU_HL7_PROCESSES=1 (see README); the storm runs
+# of TIANFU_BENCH_ONE_PROCESS_BEDS keep the listener in the server's own process, for comparison.
+MONITORING_BEDS = _beds("TIANFU_BENCH_BEDS", "250,1000,5000")
+MONITORING_CALM_BEDS = _beds("TIANFU_BENCH_CALM_BEDS", "5000")
+MONITORING_ONE_PROCESS_BEDS = _beds("TIANFU_BENCH_ONE_PROCESS_BEDS", "3000")
 PHYSIONET = Path(
     os.environ.get(
         "TIANFU_BENCH_PHYSIONET",
@@ -283,11 +291,15 @@ def _tianfu_json(*args: str) -> dict[str, Any]:
 def bench_monitoring() -> None:
     # A third of the beds raising and clearing an alarm every 2 s is an alarm storm (at 1,000 beds, 170
     # alarms a second); one in a hundred is still about twice the UCSF study's 187 alarms per bed per day.
-    runs = [(beds, 1 / 3) for beds in MONITORING_BEDS] + [(beds, 0.01) for beds in MONITORING_CALM_BEDS]
-    for beds, alarming in runs:
+    runs = (
+        [(beds, 1 / 3, 1) for beds in MONITORING_BEDS]
+        + [(beds, 0.01, 1) for beds in MONITORING_CALM_BEDS]
+        + [(beds, 1 / 3, 0) for beds in MONITORING_ONE_PROCESS_BEDS]
+    )
+    for beds, alarming, listeners in runs:
         r = _tianfu_json(
             "bench", "monitoring", "--beds", str(beds), "--seconds", "30", "--warmup", "30",
-            "--alarming", str(alarming),
+            "--alarming", str(alarming), "--hl7-processes", str(listeners),
         )  # fmt: skip
         update, alarm = r["update_latency_ms"], r["alarm_latency_ms"]
         # kept up: the monitors' reports were answered on time (≤1 % a period late) and the station saw them
@@ -305,9 +317,11 @@ def bench_monitoring() -> None:
                 f"{update['n']} updates seen"
             )
             + f"; server {r['server_cpu_cores']} cores, {r['server_rss_mib']} MiB"
+            + (" with its HL7 listener process" if listeners else ", HL7 listener in the server process")
         )
+        variant = ("" if storm else " (1 % alarming)") + ("" if listeners else ", no listener process")
         record(
-            f"monitoring: {beds} beds{'' if storm else ' (1 % alarming)'}, sent → on the central station p99",
+            f"monitoring: {beds} beds{variant}, sent → on the central station p99",
             update["p99"] if kept_up else float("nan"),
             "ms",
             note,
