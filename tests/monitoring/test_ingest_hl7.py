@@ -140,7 +140,7 @@ async def _exchange(port: int, messages: list[bytes]) -> list[bytes]:
     for message in messages:
         writer.write(frame(message))
         await writer.drain()
-        answers.append((await reader.readuntil(END))[1:-2])
+        answers.append((await asyncio.wait_for(reader.readuntil(END), 20))[1:-2])
     writer.close()
     await writer.wait_closed()
     return answers

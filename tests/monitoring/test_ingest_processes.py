@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.monitoring.test_ingest_hl7 import EXAMPLE
-from tianfu.monitoring.ingest.hl7 import END, frame
+from tests.monitoring.test_ingest_hl7 import EXAMPLE, _exchange
 from tianfu.monitoring.ingest.processes import MllpProcesses
 from tianfu.monitoring.ingest.report import DeviceReport, report_subject
 
@@ -41,18 +40,6 @@ async def listener() -> AsyncIterator[tuple[MllpProcesses, Sink]]:
         yield processes, sink
     finally:
         await processes.stop()
-
-
-async def _exchange(port: int, messages: list[bytes]) -> list[bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    answers = []
-    for message in messages:
-        writer.write(frame(message))
-        await writer.drain()
-        answers.append((await asyncio.wait_for(reader.readuntil(END), 20))[1:-2])
-    writer.close()
-    await writer.wait_closed()
-    return answers
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -628,8 +628,8 @@ class Pipeline:
 
     async def _placement(self, report: DeviceReport) -> _Placed:
         cached = self._placements.get(report.device_id)
-        if cached is not None and time.monotonic() - cached.fetched < PLACEMENT_TTL_S:
-            now = time.monotonic()
+        now = time.monotonic()
+        if cached is not None and now - cached.fetched < PLACEMENT_TTL_S:
             if now - cached.seen_written > SEEN_EVERY_S:
                 # Written at once the first time, then at the device's own moment of the minute (_phase)
                 first = cached.seen_written == _NEVER
