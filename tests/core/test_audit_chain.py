@@ -8,7 +8,14 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
 from tianfu.core.audit.models import AuditChainHead, AuditPatientLink, AuditRecord
-from tianfu.core.audit.service import Actor, AuditLog, canonical_payload, chain_hash, head_mac
+from tianfu.core.audit.service import (
+    Actor,
+    AuditEntry,
+    AuditLog,
+    canonical_payload,
+    chain_hash,
+    head_mac,
+)
 from tianfu.core.kernel import Kernel
 
 ACTOR = Actor(user_id="u1", username="nurse.wang", role="nurse", client_ip="10.0.0.7")
@@ -68,6 +75,41 @@ def test_records_chain_to_each_other(kernel: Kernel, db: Session) -> None:
         )
         == 1
     )
+
+
+def test_records_appended_together_chain_like_records_appended_one_by_one(
+    kernel: Kernel, db: Session
+) -> None:
+    _append(kernel, 1)
+    entries = [
+        AuditEntry(
+            actor=ACTOR,
+            action="ai_output.create",
+            action_type="C",
+            resource_type="ModelOutput",
+            resource_id=f"out-{i}",
+            patient_ids=[f"p-{i}", f"p-{i}", ""],  # repeated and empty ids are dropped, as by record()
+            purpose="TREAT",
+            detail={"i": i},
+        )
+        for i in range(3)
+    ]
+    seqs = kernel.audit.record_many(db, entries)
+    db.commit()
+    _append(kernel, 1)  # and the chain goes on after them
+    assert seqs == list(range(seqs[0], seqs[0] + 3))
+    rows = db.scalars(select(AuditRecord).where(AuditRecord.seq.in_(seqs)).order_by(AuditRecord.seq)).all()
+    assert [r.resource_id for r in rows] == ["out-0", "out-1", "out-2"]
+    assert rows[1].patient_ids == ["p-1"]
+    assert rows[2].detail == {"i": 2}
+    assert db.scalars(select(AuditPatientLink.patient_id).where(AuditPatientLink.seq == seqs[2])).all() == [
+        "p-2"
+    ]
+    result = kernel.audit.verify(db)
+    assert result.ok, result.problems
+    assert kernel.audit.record_many(db, []) == []
+    with pytest.raises(ValueError, match="action_type"):
+        kernel.audit.record_many(db, [AuditEntry(actor=ACTOR, action="x", action_type="Z")])
 
 
 def test_database_refuses_update_and_delete(kernel: Kernel, db: Session) -> None:

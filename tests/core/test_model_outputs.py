@@ -46,6 +46,51 @@ def test_output_is_recorded_audited_and_announced(kernel: Kernel, db: Session, d
     ).one()
 
 
+def test_outputs_recorded_together_are_each_recorded_audited_and_announced(
+    kernel: Kernel, db: Session, demo: Demo
+) -> None:
+    patients = [demo.patient("李建国").id, None]
+    ids = service.record_outputs(
+        db,
+        kernel.audit,
+        actor=principal(db, "dr.zhang").actor,
+        outputs=[
+            service.NewOutput(
+                module="monitoring",
+                task="sepsis",
+                model_name="sepsis-gbt",
+                model_version="1.0.0",
+                input_ref=f"monitoring/sepsis/{i}",
+                output={"risk": 0.1 * i},
+                label="no alarm",
+                score=0.1 * i,
+                patient_id=patient,
+            )
+            for i, patient in enumerate(patients)
+        ],
+    )
+    db.commit()
+    rows = [db.get(service.ModelOutput, i) for i in ids]
+    assert [(r.patient_id, r.output, r.input_features) for r in rows if r] == [
+        (patients[0], {"risk": 0.0}, {}),
+        (None, {"risk": 0.1}, {}),
+    ]
+    assert rows[0]
+    assert rows[0].requested_by_id == demo.user("dr.zhang").id
+    records = db.scalars(
+        select(AuditRecord).where(AuditRecord.action == "ai_output.create").order_by(AuditRecord.seq)
+    ).all()
+    assert [(r.resource_id, r.patient_ids) for r in records] == [(ids[0], [patients[0]]), (ids[1], [])]
+    announced = db.scalars(
+        select(OutboxEvent.data)
+        .where(OutboxEvent.subject == "tianfu.ai.output_recorded")
+        .order_by(OutboxEvent.seq)
+    ).all()
+    assert [a["output_id"] for a in announced] == ids
+    assert kernel.audit.verify(db).ok
+    assert service.record_outputs(db, kernel.audit, actor=principal(db, "dr.zhang").actor, outputs=[]) == []
+
+
 def test_feedback_and_agreement_rate(kernel: Kernel, db: Session, demo: Demo) -> None:
     doctor = principal(db, "dr.zhang").actor
     rows = [_output(kernel, db, demo) for _ in range(4)] + [_output(kernel, db, demo, version="2.0.0")]

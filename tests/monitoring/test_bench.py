@@ -23,7 +23,7 @@ def test_bench_drives_monitors_through_to_a_central_station_client(monkeypatch: 
     gc.collect()
     gc.freeze()
     try:
-        result = bench.run(beds=12, rate=2.0, seconds=3, warmup=1)
+        result = bench.run(beds=12, rate=2.0, seconds=3, warmup=1, top_of_hour_at=1.0)
     finally:
         gc.unfreeze()
         get_monitoring_settings.cache_clear()
@@ -34,5 +34,13 @@ def test_bench_drives_monitors_through_to_a_central_station_client(monkeypatch: 
     assert result["update_latency_ms"]["n"] > 0  # the station client saw beds change
     assert result["alarm_latency_ms"]["n"] > 0  # a third of the beds raise a blood-pressure alarm
     assert 0 < result["update_latency_ms"]["p50"] <= result["update_latency_ms"]["p99"]
+    assert len(result["update_latency_ms"]["p99_by_minute"]) == 1  # three seconds: one partial minute
     assert result["server_cpu_cores"] > 0
+    assert result["hours_closed_at_top_of_hour"] == 12  # every bed's hour, scored while the reports went on
     assert result["parser"]["tianfu_reader_msgs_per_s"] > 0
+
+
+def test_p99_by_minute_places_a_stall_in_its_minute() -> None:
+    latencies = [0.1] * 300 + [5.0] * 3 + [0.1] * 300
+    sent = [i * 0.2 for i in range(603)]  # a send every 0.2 s; the stall at 60.0-60.4 s
+    assert bench._p99_by_minute(latencies, sent) == [100.0, 5000.0, 100.0]

@@ -315,20 +315,20 @@ async def test_placements_are_checked_against_the_database_in_one_query(
     assert pipeline._placements["MON-1"].bed_id == demo.bed("CARD1-02").id
 
 
-async def test_closed_hours_are_scored_a_few_hundred_per_commit(
+async def test_closed_hours_are_scored_a_few_dozen_per_commit(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """At the top of the hour every bed closes one: scored a few hundred at a time, none left out."""
+    """At the top of the hour every bed closes one: scored a few dozen at a time, none left out."""
     from tianfu.monitoring.pipeline import CLOSED_HOURS_PER_COMMIT
 
     batches: list[int] = []
 
-    def score(closed: list[Any]) -> tuple[list[Any], list[Any]]:
+    async def score(closed: list[Any]) -> tuple[list[Any], list[Any]]:
         batches.append(len(closed))
         return [], []
 
     monkeypatch.setattr(pipeline, "_score_closed_hours", score)
-    pipeline._closed_hours.extend([None] * (2 * CLOSED_HOURS_PER_COMMIT + 50))  # type: ignore[list-item]
+    pipeline._closed_hours.extend([None] * (2 * CLOSED_HOURS_PER_COMMIT + 10))  # type: ignore[list-item]
     for _ in range(3):
         await pipeline.commit()
-    assert batches == [CLOSED_HOURS_PER_COMMIT, CLOSED_HOURS_PER_COMMIT, 50]
+    assert batches == [CLOSED_HOURS_PER_COMMIT, CLOSED_HOURS_PER_COMMIT, 10]

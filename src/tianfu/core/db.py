@@ -81,6 +81,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=15000")
+            # 32 MB of page cache, not SQLite's 2 MB: the indexes that monitoring appends to at random
+            # (alarm episode ids are hashes) outgrow 2 MB within minutes, and every insert then reads pages.
+            cursor.execute("PRAGMA cache_size=-32768")
             cursor.close()
 
         @event.listens_for(engine, "begin")

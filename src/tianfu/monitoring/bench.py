@@ -7,8 +7,10 @@ every ``1/rate`` seconds and waiting for the ACK, and one central-station client
 Server-Sent Events stream. Every report carries its send time (OBX-14, to the millisecond); the client
 measures, for each bed update it receives, the delay from send to visible, and separately for updates that
 show a newly raised alarm (a share of the beds, a third by default, alternate a systolic pressure of 200
-and 120 mmHg, which raises and clears a medium alarm, no delay, at every other report). Server CPU and
-memory come from ``/proc``; the parser comparison parses the same messages with Tianfu's reader and the
+and 120 mmHg, which raises and clears a medium alarm, no delay, at every other report). With
+``top_of_hour_at``, every bed closes its hour at that moment of the measurement, as at the top of the hour
+(when every patient's hour is scored by the sepsis model at once). Server CPU and memory come from
+``/proc``; the parser comparison parses the same messages with Tianfu's reader and the
 ``hl7`` library.
 """
 
@@ -43,6 +45,15 @@ def _percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _p99_by_minute(latencies: list[float], sent: list[float]) -> list[float]:
+    """p99 in ms of each whole or partial minute of the measured window, by send time: over a long run one
+    stall shows as one bad minute, not as a p99 nobody can place."""
+    minutes: dict[int, list[float]] = {}
+    for latency, at in zip(latencies, sent, strict=True):
+        minutes.setdefault(int(at // 60), []).append(latency)
+    return [round(_percentile(minutes[m], 0.99) * 1000, 1) for m in sorted(minutes)]
 
 
 # --- the hospital under load -------------------------------------------------------------------------
@@ -259,6 +270,7 @@ def _central_station(
             has_alarm = any(a["condition"] == "limit:systolic_bp_high" for a in state["alarms"])
             if sent >= measure_from:
                 out["update"].append(received - sent)
+                out["update_sent"].append(sent - measure_from)
                 if has_alarm and not alarmed.get(state["bed_id"]):
                     out["alarm"].append(received - sent)
             alarmed[state["bed_id"]] = has_alarm
@@ -267,7 +279,7 @@ def _central_station(
 def _station(base: str, token: str, ward: str, measure_from: float, until: float, queue: Any) -> None:
     """The central-station client, in its own process so that the load generator cannot starve it; it
     reconnects like the page does when the server drops a stream it could not keep up with."""
-    latencies: dict[str, list[float]] = {"update": [], "alarm": []}
+    latencies: dict[str, list[float]] = {"update": [], "update_sent": [], "alarm": []}
     last_seq: dict[str, int] = {}
     alarmed: dict[str, bool] = {}
     reconnects, error = 0, ""
@@ -335,6 +347,18 @@ def _load(
 # --- the run ---------------------------------------------------------------------------------------------
 
 
+async def _top_of_hour(pipeline: Any) -> int:
+    """What the top of the hour does to the server, at a moment the run chooses: every monitored bed closes
+    the hour in progress, to be scored by the sepsis model and stored with its audit record (the bench's
+    database is thrown away afterwards). How many beds closed one."""
+    closed = 0
+    for bed in list(pipeline.beds.values()):
+        if bed.sepsis is not None and bed.sepsis.hour is not None and bed.sepsis.sums:
+            pipeline._close_hour(bed, bed.sepsis)
+            closed += 1
+    return closed
+
+
 def _proc_cpu_seconds(pids: list[int | str]) -> float:
     """CPU time of the server: this process and its HL7 listener processes (not the load process)."""
     total = 0
@@ -384,6 +408,7 @@ def run(
     postgres: str | None = None,
     alarming: float = 1 / 3,
     hl7_processes: int = 0,
+    top_of_hour_at: float | None = None,
 ) -> dict[str, Any]:
     import uvicorn
     from sqlalchemy import select
@@ -465,6 +490,16 @@ def run(
             listener = kernel.extensions["monitoring.mllp"]
             server_pids: list[int | str] = ["self", *(c.pid for c in getattr(listener, "children", []))]
             cpu_before, wall_before = _proc_cpu_seconds(server_pids), time.perf_counter()
+            hours_closed: list[int] = []
+            if top_of_hour_at is not None:
+                pipeline = kernel.extensions["monitoring.pipeline"]
+                loop = pipeline._ticker.get_loop()
+
+                def top_of_hour() -> None:
+                    closing = asyncio.run_coroutine_threadsafe(_top_of_hour(pipeline), loop)
+                    hours_closed.append(closing.result(timeout=30))
+
+                threading.Timer(top_of_hour_at, top_of_hour).start()
             result = queue.get(timeout=seconds + 120)
             wall = time.perf_counter() - wall_before
             cpu = _proc_cpu_seconds(server_pids) - cpu_before
@@ -488,6 +523,8 @@ def run(
         "database": "PostgreSQL" if postgres else "SQLite",
         "alarming_share": round(alarming, 4),
         "hl7_processes": hl7_processes,
+        "top_of_hour_at_s": top_of_hour_at,
+        "hours_closed_at_top_of_hour": sum(hours_closed) if hours_closed else None,
         "reports_acked": counts["acked"],
         "reports_refused": counts["refused"],
         "monitors_fell_behind": counts["late"],
@@ -499,6 +536,7 @@ def run(
             "p50": round(_percentile(update, 0.5) * 1000, 1),
             "p99": round(_percentile(update, 0.99) * 1000, 1),
             "n": len(update),
+            "p99_by_minute": _p99_by_minute(update, result["latency"]["update_sent"]),
         },
         "alarm_latency_ms": {
             "p50": round(_percentile(alarm, 0.5) * 1000, 1),

@@ -203,6 +203,12 @@ def bench(
     hl7_processes: Annotated[
         int, typer.Option(min=0, help="HL7 listener processes of the server (TIANFU_HL7_PROCESSES).")
     ] = 0,
+    top_of_hour_at: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds into the measurement at which every bed closes its hour (sepsis scoring)."
+        ),
+    ] = None,
 ) -> None:
     """Drive the full path: monitors over MLLP → pipeline → central-station stream; latency and CPU."""
     from tianfu.monitoring.bench import run
@@ -215,5 +221,6 @@ def bench(
         postgres=postgres or None,
         alarming=alarming,
         hl7_processes=hl7_processes,
+        top_of_hour_at=top_of_hour_at,
     )
     sys.stdout.write(json.dumps(result) + "\n")

@@ -539,6 +539,9 @@ class SepsisModel:
     _split_feature: npt.NDArray[np.intp] = field(init=False, repr=False)
     _split_threshold: FloatArray = field(init=False, repr=False)
     _children: npt.NDArray[np.intp] = field(init=False, repr=False)
+    # explain(by_signal=True): each feature's signal, as an index into _signals
+    _signals: tuple[str, ...] = field(init=False, repr=False)
+    _signal_of_feature: npt.NDArray[np.intp] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Missing values without a branch per node: the matrix is widened to [X with NaN -> +inf,
@@ -553,6 +556,13 @@ class SepsisModel:
         object.__setattr__(self, "_split_feature", sf)
         object.__setattr__(self, "_split_threshold", st)
         object.__setattr__(self, "_children", children)
+        signals = tuple(dict.fromkeys(signal_of(n) for n in self.feature_names))
+        object.__setattr__(self, "_signals", signals)
+        object.__setattr__(
+            self,
+            "_signal_of_feature",
+            np.array([signals.index(signal_of(n)) for n in self.feature_names], dtype=np.intp),
+        )
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -684,14 +694,14 @@ class SepsisModel:
         bias, contrib = self.contributions(x)
         items: list[Contribution]
         if by_signal:
-            groups: dict[str, float] = {}
-            for name, c in zip(self.feature_names, contrib, strict=True):
-                key = signal_of(name)
-                groups[key] = groups.get(key, 0.0) + float(c)
-            index = {n: i for i, n in enumerate(self.feature_names)}
+            groups = np.bincount(self._signal_of_feature, weights=contrib, minlength=len(self._signals))
             items = [
-                Contribution(k, float(x[index[k]]) if k in index else float("nan"), v)
-                for k, v in groups.items()
+                Contribution(
+                    k,
+                    float(x[self.feature_names.index(k)]) if k in self.feature_names else float("nan"),
+                    float(v),
+                )
+                for k, v in zip(self._signals, groups, strict=True)
             ]
         else:
             items = [
@@ -699,8 +709,8 @@ class SepsisModel:
                 for n, v, c in zip(self.feature_names, x, contrib, strict=True)
             ]
         items.sort(key=lambda c: -abs(c.contribution))
-        log_odds = bias + float(contrib.sum())
-        prob = float(self.calibrate(np.array([self.raw_score(x)[0]]))[0])
+        log_odds = bias + float(contrib.sum())  # the raw score (see contributions), without a second walk
+        prob = float(self.calibrate(np.array([log_odds]))[0])
         return Explanation(bias=bias, log_odds=log_odds, probability=prob, top=items[:top_k])
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
 
 from tianfu.core.audit.models import GENESIS_HASH, AuditChainHead, AuditPatientLink, AuditRecord
@@ -82,6 +82,29 @@ def head_mac(key: bytes, last_seq: int, last_hash: str) -> str:
 
 def checkpoint_mac(key: bytes, seq: int, record_hash: str) -> str:
     return hmac.new(key, f"checkpoint:{seq}:{record_hash}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One record for :meth:`AuditLog.record_many`: the arguments of :meth:`AuditLog.record`."""
+
+    actor: Actor
+    action: str
+    action_type: str
+    resource_type: str = ""
+    resource_id: str = ""
+    patient_ids: Sequence[str] = ()
+    purpose: str = ""
+    outcome: int = OUTCOME_SUCCESS
+    outcome_desc: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+_RECORD_COLUMNS = tuple(c.key for c in AuditRecord.__table__.columns if c.key != "hash")
+
+
+def _columns(record: AuditRecord) -> dict[str, Any]:
+    return {key: getattr(record, key) for key in _RECORD_COLUMNS}
 
 
 @dataclass
@@ -147,6 +170,55 @@ class AuditLog:
         head.mac = head_mac(self._key, record.seq, record.hash)
         session.flush()
         return record
+
+    def record_many(self, session: Session, entries: Sequence[AuditEntry]) -> list[int]:
+        """Append one record per entry, in order, in the caller's transaction; their sequence numbers.
+
+        The same records as :meth:`record` one by one, written with one executemany per table: a system
+        job that writes thousands of rows at once (the hourly sepsis scores of every monitored bed) would
+        otherwise spend most of its time in per-record round trips.
+        """
+        if not entries:
+            return []
+        head = session.execute(
+            select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+        ).scalar_one()
+        records: list[dict[str, Any]] = []
+        links: list[dict[str, Any]] = []
+        seq, last_hash = head.last_seq, head.last_hash
+        for entry in entries:
+            if entry.action_type not in {"C", "R", "U", "D", "E"}:
+                raise ValueError(f"action_type must be one of C R U D E, not {entry.action_type!r}")
+            seq += 1
+            patients = list(dict.fromkeys(p for p in entry.patient_ids if p))
+            record = AuditRecord(
+                seq=seq,
+                recorded_at=utcnow(),
+                actor_user_id=entry.actor.user_id,
+                actor_username=entry.actor.username,
+                actor_role=entry.actor.role,
+                client_ip=entry.actor.client_ip[:64],
+                action=entry.action,
+                action_type=entry.action_type,
+                resource_type=entry.resource_type,
+                resource_id=entry.resource_id[:128],
+                patient_ids=patients,
+                purpose=entry.purpose,
+                outcome=entry.outcome,
+                outcome_desc=entry.outcome_desc,
+                detail=entry.detail,
+                prev_hash=last_hash,
+            )
+            last_hash = chain_hash(self._key, last_hash, record)
+            records.append({**_columns(record), "hash": last_hash})
+            links.extend({"patient_id": p, "seq": seq} for p in patients)
+        session.execute(insert(AuditRecord), records)
+        if links:
+            session.execute(insert(AuditPatientLink), links)
+        head.last_seq, head.last_hash = seq, last_hash
+        head.mac = head_mac(self._key, seq, last_hash)
+        session.flush()
+        return [r["seq"] for r in records]
 
     def checkpoint(self, session: Session) -> dict[str, Any]:
         """The newest record's sequence number and hash, authenticated, for storage outside the database."""

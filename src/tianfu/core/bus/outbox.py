@@ -13,12 +13,12 @@ import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tianfu.core.bus import Event, EventBus, validate_subject
 from tianfu.core.bus.models import OutboxEvent
-from tianfu.core.db import utcnow
+from tianfu.core.db import new_id, utcnow
 from tianfu.core.deadletter import service as deadletters
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,22 @@ def enqueue(session: Session, subject: str, data: dict[str, Any]) -> OutboxEvent
     session.add(row)
     session.info["outbox_pending"] = True
     return row
+
+
+def enqueue_many(session: Session, subject: str, datas: list[dict[str, Any]]) -> None:
+    """:func:`enqueue` for many events on one subject, in one executemany (published in this order)."""
+    validate_subject(subject)
+    if not datas:
+        return
+    now = utcnow()
+    session.execute(
+        insert(OutboxEvent),
+        [
+            {"id": new_id(), "subject": subject, "data": data, "created_at": now, "attempts": 0}
+            for data in datas
+        ],
+    )
+    session.info["outbox_pending"] = True
 
 
 class OutboxRelay:
