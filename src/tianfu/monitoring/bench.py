@@ -490,9 +490,9 @@ def run(
             listener = kernel.extensions["monitoring.mllp"]
             server_pids: list[int | str] = ["self", *(c.pid for c in getattr(listener, "children", []))]
             cpu_before, wall_before = _proc_cpu_seconds(server_pids), time.perf_counter()
+            pipeline = kernel.extensions["monitoring.pipeline"]
             hours_closed: list[int] = []
             if top_of_hour_at is not None:
-                pipeline = kernel.extensions["monitoring.pipeline"]
                 loop = pipeline._ticker.get_loop()
 
                 def top_of_hour() -> None:
@@ -504,7 +504,6 @@ def run(
             wall = time.perf_counter() - wall_before
             cpu = _proc_cpu_seconds(server_pids) - cpu_before
             loader.join(timeout=30)
-            pipeline = kernel.extensions["monitoring.pipeline"]
             backlog = listener.stats.accepted - pipeline.processed - pipeline.duplicates
             rss = _rss_mib(server_pids)
             server.should_exit = True

@@ -542,6 +542,7 @@ class SepsisModel:
     # explain(by_signal=True): each feature's signal, as an index into _signals
     _signals: tuple[str, ...] = field(init=False, repr=False)
     _signal_of_feature: npt.NDArray[np.intp] = field(init=False, repr=False)
+    _signal_value_at: tuple[int | None, ...] = field(init=False, repr=False)  # the signal's own feature
 
     def __post_init__(self) -> None:
         # Missing values without a branch per node: the matrix is widened to [X with NaN -> +inf,
@@ -562,6 +563,10 @@ class SepsisModel:
             self,
             "_signal_of_feature",
             np.array([signals.index(signal_of(n)) for n in self.feature_names], dtype=np.intp),
+        )
+        names = self.feature_names
+        object.__setattr__(
+            self, "_signal_value_at", tuple(names.index(k) if k in names else None for k in signals)
         )
 
     # ---- loading -------------------------------------------------------------------------
@@ -696,12 +701,8 @@ class SepsisModel:
         if by_signal:
             groups = np.bincount(self._signal_of_feature, weights=contrib, minlength=len(self._signals))
             items = [
-                Contribution(
-                    k,
-                    float(x[self.feature_names.index(k)]) if k in self.feature_names else float("nan"),
-                    float(v),
-                )
-                for k, v in zip(self._signals, groups, strict=True)
+                Contribution(k, float("nan") if at is None else float(x[at]), float(v))
+                for k, at, v in zip(self._signals, self._signal_value_at, groups, strict=True)
             ]
         else:
             items = [

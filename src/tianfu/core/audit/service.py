@@ -103,6 +103,33 @@ class AuditEntry:
 _RECORD_COLUMNS = tuple(c.key for c in AuditRecord.__table__.columns if c.key != "hash")
 
 
+def _check(entry: AuditEntry) -> None:
+    if entry.action_type not in {"C", "R", "U", "D", "E"}:
+        raise ValueError(f"action_type must be one of C R U D E, not {entry.action_type!r}")
+
+
+def _new_record(entry: AuditEntry, seq: int, prev_hash: str) -> AuditRecord:
+    """The record of ``entry`` at ``seq`` after ``prev_hash``, not yet hashed."""
+    return AuditRecord(
+        seq=seq,
+        recorded_at=utcnow(),
+        actor_user_id=entry.actor.user_id,
+        actor_username=entry.actor.username,
+        actor_role=entry.actor.role,
+        client_ip=entry.actor.client_ip[:64],
+        action=entry.action,
+        action_type=entry.action_type,
+        resource_type=entry.resource_type,
+        resource_id=entry.resource_id[:128],
+        patient_ids=list(dict.fromkeys(p for p in entry.patient_ids if p)),
+        purpose=entry.purpose,
+        outcome=entry.outcome,
+        outcome_desc=entry.outcome_desc,
+        detail=entry.detail,
+        prev_hash=prev_hash,
+    )
+
+
 def _columns(record: AuditRecord) -> dict[str, Any]:
     return {key: getattr(record, key) for key in _RECORD_COLUMNS}
 
@@ -137,34 +164,27 @@ class AuditLog:
         detail: dict[str, Any] | None = None,
     ) -> AuditRecord:
         """Append one record in the caller's transaction (the caller commits)."""
-        if action_type not in {"C", "R", "U", "D", "E"}:
-            raise ValueError(f"action_type must be one of C R U D E, not {action_type!r}")
-        head = session.execute(
-            select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
-        ).scalar_one()
-        unique_patients = list(dict.fromkeys(p for p in patient_ids if p))
-        record = AuditRecord(
-            seq=head.last_seq + 1,
-            recorded_at=utcnow(),
-            actor_user_id=actor.user_id,
-            actor_username=actor.username,
-            actor_role=actor.role,
-            client_ip=actor.client_ip[:64],
+        entry = AuditEntry(
+            actor=actor,
             action=action,
             action_type=action_type,
             resource_type=resource_type,
-            resource_id=resource_id[:128],
-            patient_ids=unique_patients,
+            resource_id=resource_id,
+            patient_ids=tuple(patient_ids),
             purpose=purpose,
             outcome=outcome,
             outcome_desc=outcome_desc,
             detail=detail or {},
-            prev_hash=head.last_hash,
         )
+        _check(entry)
+        head = session.execute(
+            select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update()
+        ).scalar_one()
+        record = _new_record(entry, head.last_seq + 1, head.last_hash)
         record.hash = chain_hash(self._key, head.last_hash, record)
         session.add(record)
         session.flush()  # the record first: with no relationship() the unit of work would not order links
-        session.add_all(AuditPatientLink(patient_id=p, seq=record.seq) for p in unique_patients)
+        session.add_all(AuditPatientLink(patient_id=p, seq=record.seq) for p in record.patient_ids)
         head.last_seq = record.seq
         head.last_hash = record.hash
         head.mac = head_mac(self._key, record.seq, record.hash)
@@ -187,31 +207,12 @@ class AuditLog:
         links: list[dict[str, Any]] = []
         seq, last_hash = head.last_seq, head.last_hash
         for entry in entries:
-            if entry.action_type not in {"C", "R", "U", "D", "E"}:
-                raise ValueError(f"action_type must be one of C R U D E, not {entry.action_type!r}")
+            _check(entry)
             seq += 1
-            patients = list(dict.fromkeys(p for p in entry.patient_ids if p))
-            record = AuditRecord(
-                seq=seq,
-                recorded_at=utcnow(),
-                actor_user_id=entry.actor.user_id,
-                actor_username=entry.actor.username,
-                actor_role=entry.actor.role,
-                client_ip=entry.actor.client_ip[:64],
-                action=entry.action,
-                action_type=entry.action_type,
-                resource_type=entry.resource_type,
-                resource_id=entry.resource_id[:128],
-                patient_ids=patients,
-                purpose=entry.purpose,
-                outcome=entry.outcome,
-                outcome_desc=entry.outcome_desc,
-                detail=entry.detail,
-                prev_hash=last_hash,
-            )
+            record = _new_record(entry, seq, last_hash)
             last_hash = chain_hash(self._key, last_hash, record)
             records.append({**_columns(record), "hash": last_hash})
-            links.extend({"patient_id": p, "seq": seq} for p in patients)
+            links.extend({"patient_id": p, "seq": seq} for p in record.patient_ids)
         session.execute(insert(AuditRecord), records)
         if links:
             session.execute(insert(AuditPatientLink), links)
